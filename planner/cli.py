@@ -82,6 +82,15 @@ def build_app() -> typer.Typer:
     for ep in sorted(entry_points(group="cocdrive.commands"), key=lambda e: e.name):
         register = ep.load()
         register(registry)
+    # A group a package opened but filled with nothing would list a command that does
+    # nothing: drop it, so `--help` shows only working commands.
+    app.registered_groups = [
+        info
+        for info in app.registered_groups
+        if info.typer_instance is None
+        or info.typer_instance.registered_commands
+        or info.typer_instance.registered_groups
+    ]
     return app
 
 
