@@ -1,0 +1,614 @@
+"""The embedded simulator: highway-env's road, vehicles and traffic models, stepped directly.
+
+Why not `gym.make(...)` + `env.step`: the observation (pandas, ~10 ms) and reward code cost
+more than the physics, continuous actions crash the merge and roundabout envs, and the stock
+envs change IDM class attributes globally. So the adapter builds the road itself through a
+scenario family (`sim_eval.sim.families`), steps it (`road.act()`, ego control,
+`road.step(1 / sim_hz)`), advances time itself, and converts the raw state to `Scene`s
+(`sim_eval.sim.convert`). The static map is converted once per episode.
+
+The ego is an `EgoVehicle`: a kinematic bicycle about the rear axle (the project's reference
+point) with physical limits from `SimConfig.vehicle`, driven by the trajectory follower.
+Same spec + seed -> bit-identical episode (all randomness comes from the seed; highway-env's
+behaviour class attributes are restored before every build).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from planner.types import (
+    EgoState,
+    InvalidInputError,
+    Scene,
+    Trajectory,
+)
+from sim_eval.scenarios import ScenarioSpec
+from sim_eval.sim.base import Simulator, StepInfo
+from sim_eval.sim.config import SimConfig, load_sim_config
+from sim_eval.sim.convert import (
+    MapCache,
+    RouteProgress,
+    agent_from_object,
+    build_map,
+    build_route,
+    hw_to_rep_yaw,
+    lane_id,
+)
+from sim_eval.sim.families import (
+    FamilySetup,
+    World,
+    agent_class_of,
+    get_family,
+    is_hidden,
+)
+from sim_eval.sim.follower import ControlState, TrajectoryFollower
+
+log = logging.getLogger(__name__)
+
+STEP_S = 0.1  # one Simulator.step, whatever the substep rate
+
+
+# ---- highway-env class-attribute guard --------------------------------------------------
+def _behaviour_classes() -> list[type]:
+    from highway_env.vehicle import behavior, controller, kinematics
+
+    return [
+        kinematics.Vehicle,
+        controller.ControlledVehicle,
+        controller.MDPVehicle,
+        behavior.IDMVehicle,
+        behavior.LinearVehicle,
+        behavior.AggressiveVehicle,
+        behavior.DefensiveVehicle,
+    ]
+
+
+# Stock IDM values (highway-env 1.12.1) that the intersection env overwrites globally.
+_STOCK_IDM = {"DISTANCE_WANTED": 10.0, "COMFORT_ACC_MAX": 3.0, "COMFORT_ACC_MIN": -5.0}
+
+
+def _snapshot_class_attributes() -> dict[type, dict[str, Any]]:
+    snap: dict[type, dict[str, Any]] = {}
+    for cls in _behaviour_classes():
+        snap[cls] = {
+            k: v
+            for k, v in vars(cls).items()
+            if k.isupper() and isinstance(v, (int, float, list, tuple))
+        }
+    from highway_env.vehicle.behavior import IDMVehicle
+
+    snap[IDMVehicle].update(_STOCK_IDM)  # in case a stock env ran before this import
+    return snap
+
+
+_CLASS_SNAPSHOT: dict[type, dict[str, Any]] | None = None
+
+
+def restore_behaviour_defaults() -> None:
+    """Put highway-env's behaviour class attributes back to their stock values, so that an
+    env that changed them (intersection) cannot leak into the next episode."""
+    global _CLASS_SNAPSHOT
+    if _CLASS_SNAPSHOT is None:
+        _CLASS_SNAPSHOT = _snapshot_class_attributes()
+    for cls, attrs in _CLASS_SNAPSHOT.items():
+        for k, v in attrs.items():
+            if vars(cls).get(k) != v:
+                setattr(cls, k, list(v) if isinstance(v, list) else v)
+
+
+# ---- a faster Road -------------------------------------------------------------------------
+def _make_fast_road_class():
+    from highway_env.road.lane import StraightLane
+    from highway_env.road.road import Road
+    from highway_env.vehicle.objects import Landmark
+
+    class FastRoad(Road):
+        """highway-env's `Road` with the two O(N^2) loops vectorised, same results:
+
+        - `neighbour_vehicles` (called 1-3 times per IDM car per substep) projects every
+          object onto straight lanes with one numpy expression instead of a Python loop;
+          positions are cached for the whole `act()` pass (actions do not move anything).
+          Curved lanes fall back to the stock loop.
+        - `step` runs the stock collision handler only for pairs that pass the stock
+          bounding-circle pre-check, computed for all pairs at once.
+        Written by hand because highway-env offers no spatial index; the stock code is the
+        reference semantics (ties resolve as in the stock loops)."""
+
+        _positions: np.ndarray | None = None
+        _candidates: list | None = None
+
+        def act(self) -> None:
+            self._candidates = [
+                o for o in (*self.vehicles, *self.objects) if not isinstance(o, Landmark)
+            ]
+            self._positions = np.array(
+                [o.position for o in self._candidates], dtype=np.float64
+            ).reshape(-1, 2)
+            try:
+                super().act()
+            finally:
+                self._candidates = None
+                self._positions = None
+
+        def neighbour_vehicles(self, vehicle, lane_index=None):
+            lane_index = lane_index or vehicle.lane_index
+            if not lane_index:
+                return None, None
+            lane = self.network.get_lane(lane_index)
+            lanes_offsets = [(lane, 0.0)]
+            if self.neighbour_vehicles_connected_lanes:
+                _from, _to, _id = lane_index
+                for next_lanes in self.network.graph.get(_to, {}).values():
+                    if _id < len(next_lanes):
+                        lanes_offsets.append((next_lanes[_id], lane.length))
+                    elif next_lanes:
+                        lanes_offsets.append((next_lanes[0], lane.length))
+                for to_dict in self.network.graph.values():
+                    if _from in to_dict:
+                        prev_lanes = to_dict[_from]
+                        if _id < len(prev_lanes):
+                            prev_lane = prev_lanes[_id]
+                        elif prev_lanes:
+                            prev_lane = prev_lanes[0]
+                        else:
+                            continue
+                        lanes_offsets.append((prev_lane, -prev_lane.length))
+            if any(type(ln) is not StraightLane for ln, _ in lanes_offsets):
+                return super().neighbour_vehicles(vehicle, lane_index)
+            if self._candidates is not None:
+                cands, pos = self._candidates, self._positions
+            else:
+                cands = [o for o in (*self.vehicles, *self.objects) if not isinstance(o, Landmark)]
+                pos = np.array([o.position for o in cands], dtype=np.float64).reshape(-1, 2)
+            if not cands:
+                return None, None
+            s = lane.local_coordinates(vehicle.position)[0]
+            s_all = np.full(len(cands), np.nan)
+            matched = np.zeros(len(cands), dtype=bool)
+            for ln, offset in lanes_offsets:
+                delta = pos - ln.start
+                s_v = delta @ ln.direction
+                lat_v = delta @ ln.direction_lateral
+                on = (
+                    (np.abs(lat_v) <= ln.width / 2.0 + 1.0)
+                    & (s_v >= -ln.VEHICLE_LENGTH)
+                    & (s_v < ln.length + ln.VEHICLE_LENGTH)
+                    & ~matched
+                )
+                s_all[on] = s_v[on] + offset
+                matched |= on
+            for k, o in enumerate(cands):
+                if o is vehicle:
+                    matched[k] = False
+                    break
+            idx = np.flatnonzero(matched)
+            if len(idx) == 0:
+                return None, None
+            sv = s_all[idx]
+            v_front = v_rear = None
+            front = idx[sv >= s]
+            if len(front):
+                vals = s_all[front]
+                best = front[vals == vals.min()][-1]  # stock: `<=` lets the last tie win
+                v_front = cands[best]
+            rear = idx[sv < s]
+            if len(rear):
+                vals = s_all[rear]
+                best = rear[vals == vals.max()][0]  # stock: `>` keeps the first tie
+                v_rear = cands[best]
+            return v_front, v_rear
+
+        def step(self, dt: float) -> None:
+            for vehicle in self.vehicles:
+                vehicle.step(dt)
+            n = len(self.vehicles)
+            if n == 0:
+                return
+            vpos = np.array([v.position for v in self.vehicles], dtype=np.float64)
+            vdiag = np.array([v.diagonal for v in self.vehicles])
+            vspeed = np.array([float(v.speed) for v in self.vehicles])
+            # stock pre-check: skip when |p_j - p_i| > (d_i + d_j) / 2 + speed_i * dt
+            dist = np.sqrt(((vpos[:, None, :] - vpos[None, :, :]) ** 2).sum(-1))
+            reach = (vdiag[:, None] + vdiag[None, :]) / 2.0 + vspeed[:, None] * dt
+            close_vv = np.triu(dist <= reach, k=1)
+            if self.objects:
+                opos = np.array([o.position for o in self.objects], dtype=np.float64)
+                odiag = np.array([o.diagonal for o in self.objects])
+                dist_o = np.sqrt(((vpos[:, None, :] - opos[None, :, :]) ** 2).sum(-1))
+                reach_o = (vdiag[:, None] + odiag[None, :]) / 2.0 + vspeed[:, None] * dt
+                close_vo = dist_o <= reach_o
+            else:
+                close_vo = np.zeros((n, 0), dtype=bool)
+            for i in np.flatnonzero(close_vv.any(axis=1) | close_vo.any(axis=1)):
+                vehicle = self.vehicles[i]
+                for j in np.flatnonzero(close_vv[i]):
+                    vehicle.handle_collisions(self.vehicles[j], dt)
+                for j in np.flatnonzero(close_vo[i]):
+                    vehicle.handle_collisions(self.objects[j], dt)
+
+    return FastRoad
+
+
+_FAST_ROAD = None
+
+
+def fast_road_class():
+    global _FAST_ROAD
+    if _FAST_ROAD is None:
+        _FAST_ROAD = _make_fast_road_class()
+    return _FAST_ROAD
+
+
+# ---- the ego ------------------------------------------------------------------------------
+def _make_ego_class():
+    from highway_env.vehicle.kinematics import Vehicle
+
+    class EgoVehicle(Vehicle):
+        """Kinematic bicycle about the rear axle (REP-103 internal state, highway-env
+        `position`/`heading` kept in sync for collisions and the other vehicles).
+
+        Commands are (acceleration, steering angle positive LEFT); speed is clamped to
+        [0, max_speed] (highway-env's own model would drive backwards when braking)."""
+
+        def __init__(self, road, position, heading, speed, limits):
+            self.LENGTH = float(limits.length_m)
+            self.WIDTH = float(limits.width_m)
+            super().__init__(road, position, heading, speed)
+            self.limits = limits
+            self.accel_cmd = 0.0
+            self.steer_cmd = 0.0
+            self.realised_accel = 0.0
+            self.steer = 0.0
+            r = limits.rear_axle_to_center_m
+            yaw = -float(heading)
+            self.rear = np.array(
+                [float(position[0]) - r * math.cos(yaw), -float(position[1]) - r * math.sin(yaw)]
+            )
+            self.yaw = yaw
+
+        def act(self, action=None) -> None:  # commands come from the follower
+            return
+
+        def step(self, dt: float) -> None:
+            lim = self.limits
+            accel, steer = self.accel_cmd, self.steer_cmd
+            if self.crashed:  # a wreck brakes to a stop, wheels straight
+                accel, steer = -lim.max_decel_mps2, 0.0
+            v0 = float(self.speed)
+            v1 = float(np.clip(v0 + accel * dt, 0.0, lim.max_speed_mps))
+            self.realised_accel = (v1 - v0) / dt
+            v_mid = 0.5 * (v0 + v1)
+            dyaw = v_mid * math.tan(steer) / lim.wheelbase_m * dt
+            yaw_mid = self.yaw + 0.5 * dyaw
+            self.rear = self.rear + v_mid * dt * np.array([math.cos(yaw_mid), math.sin(yaw_mid)])
+            self.yaw = self.yaw + dyaw
+            self.steer = steer
+            self.speed = v1
+            self._sync()
+            if self.impact is not None:  # highway-env's collision response
+                self.position = self.position + self.impact
+                self.rear = self.rear + np.array([self.impact[0], -self.impact[1]])
+                self.crashed = True
+                self.impact = None
+            self.on_state_update()
+
+        def _sync(self) -> None:
+            r = self.limits.rear_axle_to_center_m
+            self.position = np.array(
+                [
+                    self.rear[0] + r * math.cos(self.yaw),
+                    -(self.rear[1] + r * math.sin(self.yaw)),
+                ]
+            )
+            self.heading = -self.yaw
+
+        @property
+        def curvature(self) -> float:
+            return math.tan(self.steer) / self.limits.wheelbase_m
+
+    return EgoVehicle
+
+
+_EGO_CLASS = None
+
+
+def ego_vehicle_class():
+    """The EgoVehicle class (built lazily so importing this module stays cheap)."""
+    global _EGO_CLASS
+    if _EGO_CLASS is None:
+        _EGO_CLASS = _make_ego_class()
+    return _EGO_CLASS
+
+
+# ---- the simulator ------------------------------------------------------------------------
+class HighwayEnvSimulator(Simulator):
+    """`Simulator` on highway-env (see module docstring)."""
+
+    def __init__(self, config: SimConfig | None = None):
+        self.config = config if config is not None else load_sim_config()
+        self.world: World | None = None
+        self.setup: FamilySetup | None = None
+        self.map_cache: MapCache | None = None
+        self._info = StepInfo()
+        self._scene: Scene | None = None
+
+    # -- Simulator API ----------------------------------------------------------------------
+    @property
+    def info(self) -> StepInfo:
+        return self._info
+
+    @property
+    def time_s(self) -> float:
+        return self.world.time_s if self.world is not None else 0.0
+
+    def reset(self, scenario: ScenarioSpec, seed: int | None = None) -> Scene:
+        from highway_env.road.road import RoadNetwork
+
+        cfg = self.config
+        seed = int(scenario.seed if seed is None else seed)
+        family = get_family(scenario.family)
+        restore_behaviour_defaults()
+        params = {**family.defaults, **dict(scenario.params)}
+        unknown = sorted(set(scenario.params) - set(family.defaults))
+        if unknown and family.defaults:
+            raise InvalidInputError(
+                f"scenario {scenario.name!r}: unknown parameter(s) {unknown} for family "
+                f"{family.name!r}; valid: {sorted(family.defaults)}"
+            )
+        family_seq, road_seq = np.random.SeedSequence(seed).spawn(2)
+        road = fast_road_class()(
+            network=RoadNetwork(),
+            vehicles=[],
+            road_objects=[],
+            np_random=np.random.default_rng(road_seq),
+            record_history=False,
+            neighbour_vehicles_connected_lanes=True,
+        )
+        world = World(
+            road=road,
+            rng=np.random.default_rng(family_seq),
+            params=params,
+            config=cfg,
+            spec=scenario,
+        )
+        setup = family(world)
+        self.world, self.setup = world, setup
+        self.duration_s = float(scenario.duration_s)
+
+        # ego
+        start = setup.ego_start
+        lane = road.network.get_lane(start.lane_index)
+        position = lane.position(start.longitudinal_m, -start.lateral_left_m)
+        heading = float(lane.heading_at(start.longitudinal_m))
+        ego = ego_vehicle_class()(road, position, heading, float(start.speed_mps), cfg.vehicle)
+        ego.cocdrive_id = "ego"
+        road.vehicles.insert(0, ego)
+        world.ego = ego
+
+        # static map and route, once per episode
+        self.map_cache = build_map(
+            road.network,
+            name=setup.map_name,
+            step_m=cfg.lane_sample_step_m,
+            sliver_buffer_m=cfg.roundabout_sliver_buffer_m,
+            stop_lines=setup.stop_lines,
+        )
+        route_start = max(0.0, start.longitudinal_m - cfg.vehicle.rear_axle_to_center_m)
+        self.route = build_route(
+            road.network,
+            list(setup.route.lanes),
+            route_start,
+            setup.route.end_longitudinal_m,
+            setup.route.command,
+            step_m=cfg.route_waypoint_step_m,
+        )
+        self._progress = RouteProgress(self.route)
+        self._progress_m = self._progress.update(ego.rear)
+
+        self.follower = TrajectoryFollower(cfg.follower, cfg.vehicle, cfg.actuation_delay_s)
+        self._next_agent_id = 0
+        self._stuck_s = 0.0
+        self._wreck_since: dict[int, float] = {}
+        self._info = StepInfo()
+        self._collided_with: str | None = None
+
+        rows = max(1, int(round(cfg.history_s / STEP_S)))
+        self._history: deque[np.ndarray] = deque(maxlen=rows)
+        ego_state = self._ego_state()
+        # warm start: the ego drove here at its initial speed and heading (a repeated pose
+        # would read as a car that was standing still)
+        for k in range(rows - 1, 0, -1):
+            back = ego_state.speed * k * STEP_S
+            self._history.append(
+                np.array(
+                    [
+                        ego_state.t - k * STEP_S,
+                        ego_state.x - back * math.cos(ego_state.yaw),
+                        ego_state.y - back * math.sin(ego_state.yaw),
+                        ego_state.yaw,
+                        ego_state.speed,
+                        0.0,
+                        0.0,
+                    ]
+                )
+            )
+        self._history.append(ego_state.as_row())
+        if cfg.actuation_delay_s > 0:
+            self.follower.hold_initial(ego_state, world.time_s)
+        self._scene = self._make_scene(ego_state)
+        return self._scene
+
+    def step(self, trajectory: Trajectory) -> Scene:
+        if self.world is None or self._scene is None:
+            raise RuntimeError("HighwayEnvSimulator.step called before reset()")
+        if self._info.done:
+            raise RuntimeError(
+                f"episode already ended ({self._info.reason}); call reset() for a new one"
+            )
+        if not isinstance(trajectory, Trajectory):
+            raise InvalidInputError(
+                f"step() needs a planner.types.Trajectory, got {type(trajectory).__name__}"
+            )
+        trajectory.validate()
+        cfg = self.config
+        world = self.world
+        road = world.road
+        ego = world.ego
+        self.follower.submit(trajectory, self._scene.ego, self._scene.timestamp)
+        for hook in self.setup.step_hooks:
+            hook(world)
+        dt = 1.0 / cfg.sim_hz
+        for _ in range(cfg.substeps):
+            road.act()
+            rear = ego.rear
+            accel, steer = self.follower.control(
+                world.time_s, ControlState(rear[0], rear[1], ego.yaw, float(ego.speed)), dt
+            )
+            ego.accel_cmd, ego.steer_cmd = accel, steer
+            road.step(dt)
+            # integer substep count keeps time exact (no float drift over an episode)
+            world.time_s = round((world.time_s + dt) * cfg.sim_hz) / cfg.sim_hz
+            if ego.crashed and self._collided_with is None:
+                self._collided_with = self._find_collider()
+        self._remove_wrecks()
+        ego_state = self._ego_state()
+        self._history.append(ego_state.as_row())
+        self._progress_m = self._progress.update(ego.rear)
+        self._update_termination(ego_state)
+        self._scene = self._make_scene(ego_state)
+        return self._scene
+
+    # -- state -> Scene -----------------------------------------------------------------------
+    def _ego_state(self) -> EgoState:
+        ego = self.world.ego
+        lim = self.config.vehicle
+        return EgoState(
+            t=float(self.world.time_s),
+            x=float(ego.rear[0]),
+            y=float(ego.rear[1]),
+            yaw=float((ego.yaw + math.pi) % (2 * math.pi) - math.pi),
+            speed=float(ego.speed),
+            accel=float(ego.realised_accel),
+            curvature=float(ego.curvature),
+            length=lim.length_m,
+            width=lim.width_m,
+            rear_axle_to_center_m=lim.rear_axle_to_center_m,
+        )
+
+    def _agent_id(self, obj: Any) -> str:
+        aid = getattr(obj, "cocdrive_id", None)
+        if aid is None:
+            from highway_env.vehicle.kinematics import Vehicle
+
+            prefix = "veh" if isinstance(obj, Vehicle) else "obj"
+            aid = f"{prefix}{self._next_agent_id}"
+            self._next_agent_id += 1
+            obj.cocdrive_id = aid
+        return aid
+
+    def _make_scene(self, ego_state: EgoState) -> Scene:
+        world, setup = self.world, self.setup
+        road, ego = world.road, world.ego
+        radius2 = self.config.agent_radius_m**2
+        ex, ey = float(ego.position[0]), float(ego.position[1])
+        agents = []
+        for obj in (*road.vehicles, *road.objects):
+            if obj is ego or is_hidden(obj):
+                continue
+            aid = self._agent_id(obj)  # ids are assigned on first sight, in road order
+            dx, dy = float(obj.position[0]) - ex, float(obj.position[1]) - ey
+            if dx * dx + dy * dy > radius2:
+                continue
+            agents.append(agent_from_object(obj, aid, agent_class_of(obj)))
+        if setup.extra_agents is not None:
+            agents.extend(setup.extra_agents(world))
+        lights = setup.traffic_lights(world) if setup.traffic_lights is not None else []
+        return Scene(
+            timestamp=float(world.time_s),
+            ego=ego_state,
+            ego_history=np.stack(self._history),
+            agents=agents,
+            map=self.map_cache.map,
+            route=self.route,
+            traffic_lights=list(lights),
+            metadata={
+                "source": "highway-env",
+                "family": world.spec.family,
+                "scenario": world.spec.name,
+                "seed": int(world.spec.seed),
+                "params": setup.metadata,
+                "route_progress_m": float(self._progress_m),
+                "ego_lane_id": lane_id(ego.lane_index) if ego.lane_index else None,
+                "ego_heading_hw": float(ego.heading),
+                "collision": bool(ego.crashed),
+                "collided_with": self._collided_with,
+                "sim_hz": self.config.sim_hz,
+                "actuation_delay_s": self.config.actuation_delay_s,
+            },
+        )
+
+    # -- events -----------------------------------------------------------------------------
+    def _find_collider(self) -> str | None:
+        from highway_env import utils
+
+        ego = self.world.ego
+        poly = ego.polygon()
+        best, best_d = None, math.inf
+        for obj in (*self.world.road.vehicles, *self.world.road.objects):
+            if obj is ego or not getattr(obj, "collidable", True):
+                continue
+            d = float(np.linalg.norm(obj.position - ego.position))
+            if d > 15.0:
+                continue
+            hit = utils.are_polygons_intersecting(poly, obj.polygon(), np.zeros(2), np.zeros(2))
+            if (hit[0] or getattr(obj, "crashed", False)) and d < best_d:
+                best, best_d = obj, d
+        return self._agent_id(best) if best is not None else None
+
+    def _remove_wrecks(self) -> None:
+        """Background vehicles that crashed among themselves (not with the ego) are removed
+        after `wreck_removal_s`: the ego is evaluated in traffic that behaves."""
+        if not self.setup.remove_background_wrecks:
+            return
+        world = self.world
+        ego = world.ego
+        keep = []
+        for v in world.road.vehicles:
+            if v is ego or not getattr(v, "crashed", False):
+                keep.append(v)
+                continue
+            since = self._wreck_since.setdefault(id(v), world.time_s)
+            near_ego = float(np.linalg.norm(v.position - ego.position)) < 10.0 and ego.crashed
+            if near_ego or world.time_s - since < self.config.wreck_removal_s:
+                keep.append(v)
+            else:
+                log.debug("removing background wreck %s at t=%.1f", self._agent_id(v), world.time_s)
+        if len(keep) != len(world.road.vehicles):
+            world.road.vehicles[:] = keep
+
+    def _update_termination(self, ego_state: EgoState) -> None:
+        cfg = self.config
+        info = StepInfo(done=False, reason="", events={})
+        if self.world.ego.crashed:
+            info.events["collision"] = True
+            info.events["collided_with"] = self._collided_with
+        if ego_state.speed < cfg.stuck_speed_mps:
+            self._stuck_s += STEP_S
+        else:
+            self._stuck_s = 0.0
+        info.events["route_progress_m"] = float(self._progress_m)
+        if self.world.ego.crashed and cfg.ego_collision_ends_episode:
+            info.done, info.reason = True, "ego_collision"
+        elif self._progress_m >= float(self.route.length_m) - cfg.route_complete_margin_m:
+            info.done, info.reason = True, "route_complete"
+        elif cfg.stuck_timeout_s > 0 and self._stuck_s >= cfg.stuck_timeout_s:
+            info.done, info.reason = True, "stuck"
+        elif self.world.time_s >= self.duration_s - 1e-9:
+            info.done, info.reason = True, "time_limit"
+        self._info = info
