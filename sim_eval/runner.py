@@ -1,0 +1,564 @@
+"""Closed-loop episode runner: one function evaluates one episode; `run_suite` maps it over a
+suite through `planner.executor.run_resumable`, so an interrupted run resumes where it stopped.
+
+Results folder layout (`--out DIR`):
+    manifest.json     what this folder holds (suite, scenarios, planner, config digest); a run
+                      with different ones is refused instead of silently mixed in
+    config.yaml       the full RunConfig used (planner.config.save_config)
+    episodes.jsonl    one JSON record per finished episode (key, family, seed, metrics, ...)
+    logs/*.npz        compact per-episode logs for animations (sim_eval.report)
+    summary.json      aggregate metrics with Wilson intervals, overall and per family
+    report.html       the HTML report, GIF animations beside it
+
+Episode logs versus re-simulation for animations: the worker writes a compact npz log of every
+episode (poses, boxes, plans, lights, reasoning text; ~100 KB compressed for 20 s). Re-running
+the selected seeds after the run would cost a full episode each, and bit-exact replay cannot be
+promised for learned planners (GPU kernels, threads); the logs also let a report be rebuilt
+without the simulator."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planner.base import Planner, call_planner
+from planner.config import load_config, save_config, to_dict
+from planner.errors import UserError
+from planner.executor import make_executor, run_resumable
+from planner.features import build_planner_input
+from planner.io import JsonlResults, atomic_write_json
+from planner.types import PLAN_DT_S, InvalidInputError, PlannerOutput
+from sim_eval.episode import EpisodeRecord
+from sim_eval.metrics import (
+    MetricsConfig,
+    evaluate_episode,
+    failed_episode_record,
+    load_metrics_config,
+)
+from sim_eval.scenarios import ScenarioSpec
+from sim_eval.sim.base import Simulator
+from sim_eval.sim.config import SimConfig, load_sim_config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "run.yaml"
+MANIFEST_FILE = "manifest.json"
+CONFIG_FILE = "config.yaml"
+EPISODES_FILE = "episodes.jsonl"
+SUMMARY_FILE = "summary.json"
+LOG_DIR = "logs"
+MANIFEST_VERSION = 1
+
+# The simulator's step-termination reasons, renamed to EpisodeRecord's vocabulary.
+_TERMINATION = {"ego_collision": "collision"}
+
+SimulatorFactory = Callable[[SimConfig], Simulator]
+PlannerFactory = Callable[[], Planner]
+
+
+@dataclass
+class ReportConfig:
+    """What the HTML report shows; none of it changes results, so it is not in the manifest."""
+
+    animations: int = 3  # GIFs of the worst episodes (0 = none)
+    episode_logs: bool = True  # write logs/*.npz in the worker (needed for animations)
+    animation_hz: float = 5.0  # frames per simulated second kept in a GIF (<= 10)
+    animation_max_frames: int = 100  # a longer episode is sampled more sparsely
+    view_width_m: float = 80.0  # top-down window centred on the ego
+    view_height_m: float = 48.0
+    pixels_per_m: float = 5.0
+    ahead_fraction: float = 0.25  # ego sits this far behind the window centre (of the width)
+    plot_dpi: int = 72
+    max_plot_episodes: int = 2000  # strip plots sample at most this many points per family
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a closed-loop result (configs/run.yaml)."""
+
+    planner: str = "expert"  # built-in name (planner.planners) or checkpoint path
+    planner_options: dict[str, Any] = field(default_factory=dict)  # keyword args of the factory
+    suite: str = "smoke"
+    seeds: list[int] | None = None  # re-run the suite on these seeds instead of its own
+    # Defaults come from configs/sim.yaml and configs/metrics.yaml, as the simulator and the
+    # metrics load them on their own.
+    sim: SimConfig = field(default_factory=load_sim_config)
+    metrics: MetricsConfig = field(default_factory=load_metrics_config)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+def load_run_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """RunConfig defaults, updated by a YAML file (configs/run.yaml when it exists), then by
+    `key.sub=value` overrides."""
+    if path is None and DEFAULT_RUN_CONFIG.is_file():
+        path = DEFAULT_RUN_CONFIG
+    return load_config(RunConfig, path, overrides)
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """'100-107' -> [100..107]; '1,5,9-11' -> [1, 5, 9, 10, 11]; None/'' -> None."""
+    if text is None or not str(text).strip():
+        return None
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise UserError(
+                f"--seeds {text!r}: {part.strip()!r} is not a seed or an ascending range; "
+                "write e.g. '100-107' or '1,5,9-11'"
+            )
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        seeds.extend(range(lo, hi + 1))
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {text!r} names a seed twice")
+    return seeds
+
+
+# ---- building the pieces inside a worker -------------------------------------------------
+def default_simulator_factory(config: SimConfig) -> Simulator:
+    """The embedded highway-env simulator (imported here: workers pay for it, not the CLI)."""
+    from sim_eval.sim.highway import HighwayEnvSimulator
+
+    return HighwayEnvSimulator(config)
+
+
+@dataclass
+class EpisodeTask:
+    """One item of work for a worker (picklable: factories are top-level callables)."""
+
+    scenario: ScenarioSpec
+    config: RunConfig
+    log_dir: str | None = None  # write logs/<key>.npz here when set
+    planner_factory: PlannerFactory | None = None  # default: make_planner(config.planner, ...)
+    simulator_factory: SimulatorFactory | None = None  # default: HighwayEnvSimulator
+
+
+# Per-process cache: a pool worker builds its simulator and planner once and reuses them for
+# every episode it runs (gym.make and checkpoint loading cost more than a short episode).
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def _cached(kind: str, key: str, build: Callable[[], Any]) -> Any:
+    full = f"{kind}:{key}"
+    if full not in _WORKER_CACHE:
+        _WORKER_CACHE[full] = build()
+    return _WORKER_CACHE[full]
+
+
+def _factory_id(fn: Callable | None) -> str:
+    return "default" if fn is None else f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
+
+
+def _sim_key(task: EpisodeTask) -> str:
+    return _factory_id(task.simulator_factory) + json.dumps(
+        to_dict(task.config.sim), sort_keys=True
+    )
+
+
+def _build(task: EpisodeTask) -> tuple[Simulator, Planner]:
+    cfg = task.config
+    sim_factory = task.simulator_factory or default_simulator_factory
+    simulator = _cached("sim", _sim_key(task), lambda: sim_factory(cfg.sim))
+    planner_key = (
+        _factory_id(task.planner_factory)
+        + cfg.planner
+        + json.dumps(to_dict(cfg.planner_options), sort_keys=True)
+    )
+
+    def make() -> Planner:
+        if task.planner_factory is not None:
+            return task.planner_factory()
+        from planner.planners import make_planner
+
+        return make_planner(cfg.planner, **cfg.planner_options)
+
+    return simulator, _cached("planner", planner_key, make)
+
+
+def _plan_once(planner: Planner, scene) -> PlannerOutput:
+    """Feature building, planning and output validation: anything raised here is the
+    planner's failure (the episode is recorded as failed, the run goes on)."""
+    inp = build_planner_input(scene)
+    out = call_planner(planner, inp, scene)
+    if not isinstance(out, PlannerOutput):
+        raise InvalidInputError(f"planner returned {type(out).__name__}, not a PlannerOutput")
+    out.trajectory.validate()  # a planner may have built it with validate=False
+    return out
+
+
+def simulate_episode(
+    simulator: Simulator, planner: Planner, scenario: ScenarioSpec, meta: dict | None = None
+) -> tuple[EpisodeRecord, dict[str, float]]:
+    """Drive one episode in closed loop; returns the record and per-episode timings (ms)."""
+    planner.reset()
+    scene = simulator.reset(scenario, scenario.seed)
+    frames = [scene]
+    outputs: list[PlannerOutput | None] = []
+    termination, failure = "time_limit", None
+    plan_ms: list[float] = []
+    step_ms: list[float] = []
+    # The simulator ends the episode itself; this bound only guards against one that never does.
+    max_steps = int(math.ceil(scenario.duration_s / PLAN_DT_S)) + 1
+    for _ in range(max_steps):
+        t0 = time.perf_counter()
+        try:
+            out = _plan_once(planner, scene)
+        except Exception as exc:  # noqa: BLE001 - any planner error fails this episode only
+            termination = "planner_failed"
+            failure = f"{type(exc).__name__} at t={scene.timestamp:.1f} s: {exc}"
+            log.debug("planner failed in %s: %s", scenario.key, failure)
+            outputs.append(None)
+            break
+        t1 = time.perf_counter()
+        outputs.append(out)
+        scene = simulator.step(out.trajectory)
+        t2 = time.perf_counter()
+        plan_ms.append(1e3 * (t1 - t0))
+        step_ms.append(1e3 * (t2 - t1))
+        frames.append(scene)
+        info = simulator.info
+        if info.done:
+            termination = _TERMINATION.get(info.reason, info.reason or "time_limit")
+            break
+    if len(outputs) < len(frames):
+        outputs.append(None)  # the final frame was never planned on
+    record = EpisodeRecord(
+        scenario=scenario.name,
+        family=scenario.family,
+        seed=scenario.seed,
+        frames=frames,
+        outputs=outputs,
+        termination=termination,
+        failure=failure,
+        meta=dict(meta or {}),
+    )
+    timings = {
+        "steps": float(len(step_ms)),
+        "plan_ms_median": float(np.median(plan_ms)) if plan_ms else 0.0,
+        "plan_ms_p99": float(np.percentile(plan_ms, 99)) if plan_ms else 0.0,
+        "sim_step_ms_median": float(np.median(step_ms)) if step_ms else 0.0,
+    }
+    return record, timings
+
+
+def log_name(key: str) -> str:
+    """File name of an episode's log ('cut_in:1203' -> 'cut_in__1203.npz')."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key.replace(":", "__"))
+    return f"{safe}.npz"
+
+
+def run_episode_task(task: EpisodeTask) -> dict[str, Any]:
+    """The executor's unit of work: simulate, evaluate the metrics here in the worker (the
+    episode never leaves this process), write the episode log, and return one flat JSON-ready
+    record: `evaluate_episode`'s dict plus timings and the log's path. A simulator or metrics
+    crash becomes a record with status "error" (retried when the run is resumed)."""
+    spec = task.scenario
+    started = time.perf_counter()
+    simulator, planner = _build(task)  # a wrong planner name raises UserError: the user's to fix
+    try:
+        record, timings = simulate_episode(
+            simulator, planner, spec, meta={"planner": task.config.planner}
+        )
+        row = evaluate_episode(record, task.config.metrics)
+    except Exception as exc:  # noqa: BLE001 - recorded with its reason; the run goes on
+        log.warning("episode %s errored: %s: %s", spec.key, type(exc).__name__, exc)
+        _WORKER_CACHE.pop("sim:" + _sim_key(task), None)  # rebuild a possibly broken simulator
+        return failed_episode_record(
+            spec.name,
+            spec.family,
+            spec.seed,
+            f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=6),
+        )
+    log_file = None
+    if task.log_dir is not None:
+        from sim_eval.report import save_episode_log
+
+        log_file = log_name(spec.key)
+        save_episode_log(record, Path(task.log_dir) / log_file)
+    timings["wall_s"] = time.perf_counter() - started
+    row["timings"] = timings
+    row["log"] = f"{LOG_DIR}/{log_file}" if log_file else None
+    return row
+
+
+# ---- the results folder ---------------------------------------------------------------------
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_manifest(
+    cfg: RunConfig,
+    suite: str,
+    scenarios: list[ScenarioSpec],
+    planner_id: str,
+    simulator_id: str,
+) -> dict[str, Any]:
+    """What makes two runs' episodes comparable and mixable. The report section and the
+    execution options (workers, executor) are left out: they do not change results."""
+    return {
+        "version": MANIFEST_VERSION,
+        "suite": suite,
+        "planner": planner_id,
+        "planner_options": to_dict(cfg.planner_options),
+        "simulator": simulator_id,
+        "scenarios": [s.key for s in scenarios],
+        "seeds": sorted({s.seed for s in scenarios}),
+        "sim_config_digest": _digest(to_dict(cfg.sim)),
+        # stats settings (interval method, alpha) change no episode value: left out
+        "metrics_config_digest": _digest(
+            {k: v for k, v in to_dict(cfg.metrics).items() if k != "stats"}
+        ),
+        "scenario_params_digest": _digest([[s.key, to_dict(s.params)] for s in scenarios]),
+    }
+
+
+def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse to mix episodes from another suite, planner or config into `out_dir`."""
+    path = out_dir / MANIFEST_FILE
+    if not path.exists():
+        if (out_dir / EPISODES_FILE).exists():
+            raise UserError(
+                f"{out_dir} holds {EPISODES_FILE} but no {MANIFEST_FILE}, so cocdrive cannot "
+                "tell what it is: choose a new --out folder"
+            )
+        return
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}): choose a new --out folder") from None
+    labels = {
+        "suite": "suite",
+        "planner": "planner",
+        "planner_options": "planner options",
+        "simulator": "simulator",
+        "scenarios": "scenarios/seeds",
+        "sim_config_digest": "sim config",
+        "metrics_config_digest": "metrics config",
+        "scenario_params_digest": "scenario parameters",
+        "version": "results format",
+    }
+    diffs = []
+    for k, label in labels.items():
+        if old.get(k) != manifest.get(k):
+            if k in ("suite", "planner", "simulator"):
+                diffs.append(f"{label} {old.get(k)!r} there vs {manifest.get(k)!r} now")
+            elif k == "scenarios":
+                a, b = old.get(k) or [], manifest.get(k) or []
+                diffs.append(
+                    f"{label} differ ({len(a)} there, {len(b)} now; e.g. "
+                    f"{sorted(set(a) ^ set(b))[:3]})"
+                )
+            else:
+                diffs.append(f"{label} differs")
+    if diffs:
+        raise UserError(
+            f"results folder {out_dir} belongs to another run: {'; '.join(diffs)}. "
+            "Use a new --out folder (rerunning the identical command into the same folder "
+            "resumes it)"
+        )
+
+
+def _drop_errored(results: JsonlResults) -> None:
+    """Records of episodes that crashed (not planner failures) are retried on resume."""
+    records = results.records()
+    keep = [r for r in records if r.get("status") != "error"]
+    if len(keep) != len(records):
+        from planner.io import atomic_write_text, dumps
+
+        log.warning(
+            "retrying %d episode(s) that errored in an earlier run", len(records) - len(keep)
+        )
+        atomic_write_text(results.path, "".join(dumps(r) + "\n" for r in keep))
+
+
+# Headline rows of the report and the CLI, in this order (names from sim_eval.metrics).
+HEADLINE_METRICS = (
+    "collision_at_fault",
+    "collision",
+    "offroad",
+    "close_encounter",
+    "red_light_violation",
+    "stop_sign_violation",
+    "planner_failed",
+    "episode_error",
+    "comfortable",
+    "route_completion",
+    "driving_score",
+)
+
+
+def _stat_rows(block: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One `aggregate` block -> {metric: {kind, value, low, high, n}} for tables and plots:
+    binary metrics as rates (Wilson), counts per km (exact Poisson), others as means (t)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, r in block.get("rates", {}).items():
+        rows[name] = {
+            "kind": "rate",
+            "value": r["rate"],
+            "low": r["ci_low"],
+            "high": r["ci_high"],
+            "n": r["n"],
+            "k": r["k"],
+        }
+    for name, r in block.get("means", {}).items():
+        if name in block.get("per_km", {}):
+            continue
+        rows[name] = {
+            "kind": "mean",
+            "value": r["mean"],
+            "low": r["ci_low"],
+            "high": r["ci_high"],
+            "n": r["n"],
+        }
+    for name, r in block.get("per_km", {}).items():
+        rows[f"{name}_per_km"] = {
+            "kind": "per_km",
+            "value": r["rate_per_km"],
+            "low": r["ci_low"],
+            "high": r["ci_high"],
+            "n": r["count"],
+        }
+    return rows
+
+
+def summarize(
+    records: list[dict[str, Any]], manifest: dict[str, Any], cfg: MetricsConfig
+) -> dict[str, Any]:
+    """summary.json: `sim_eval.stats.aggregate` (overall and per family) plus the flat
+    headline / per-family rows the report and the CLI print."""
+    from collections import Counter
+
+    from sim_eval.metrics import METRIC_SPECS
+    from sim_eval.stats import aggregate
+
+    agg = aggregate(records, METRIC_SPECS, cfg.stats)
+    overall = _stat_rows(agg)
+    families = {fam: _stat_rows(block) for fam, block in agg["by_family"].items()}
+    headline = {m: overall[m] for m in HEADLINE_METRICS if m in overall}
+    status = Counter(
+        "planner_failed" if r.get("planner_failed") else str(r.get("status", "ok")) for r in records
+    )
+    plan_ms = [
+        r["timings"]["plan_ms_median"] for r in records if isinstance(r.get("timings"), dict)
+    ]
+    return {
+        "suite": manifest.get("suite"),
+        "planner": manifest.get("planner"),
+        "episodes": len(records),
+        "status_counts": dict(sorted(status.items())),
+        "metric_names": [s.name for s in METRIC_SPECS],
+        "headline": headline,
+        "overall": overall,
+        "families": families,
+        "plan_ms_median": float(np.median(plan_ms)) if plan_ms else None,
+        "aggregate": agg,
+    }
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    report_path: Path | None
+
+
+def run_suite(
+    scenarios: list[ScenarioSpec],
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    suite_name: str | None = None,
+    workers: int = 1,
+    executor: str = "local",
+    progress: Callable[[int, int], None] | None = None,
+    planner_factory: PlannerFactory | None = None,
+    simulator_factory: SimulatorFactory | None = None,
+    write_report: bool = True,
+) -> RunResult:
+    """Run every scenario not yet in `out_dir`, then write summary.json and report.html."""
+    if not scenarios:
+        raise UserError("the suite has no scenarios to run")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    planner_id = cfg.planner if planner_factory is None else _factory_id(planner_factory)
+    manifest = build_manifest(
+        cfg,
+        suite_name or cfg.suite,
+        scenarios,
+        planner_id,
+        _factory_id(simulator_factory if simulator_factory else default_simulator_factory),
+    )
+    check_manifest(out, manifest)
+    atomic_write_json(out / MANIFEST_FILE, manifest)
+    save_config(cfg, out / CONFIG_FILE)
+    results = JsonlResults(out / EPISODES_FILE)
+    _drop_errored(results)
+    log_dir = str(out / LOG_DIR) if cfg.report.episode_logs else None
+    tasks = [EpisodeTask(s, cfg, log_dir, planner_factory, simulator_factory) for s in scenarios]
+    records = run_resumable(
+        run_episode_task,
+        tasks,
+        key=lambda t: t.scenario.key,
+        results=results,
+        executor=make_executor(executor, workers),
+        progress=progress,
+    )
+    by_key = {s.key: s for s in scenarios}
+    for r in records:  # executor-level errors carry only the key: add where it belongs
+        spec = by_key.get(str(r.get("key")))
+        if spec is not None:
+            r.setdefault("family", spec.family)
+            r.setdefault("seed", spec.seed)
+    summary = summarize(records, manifest, cfg.metrics)
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    report_path = None
+    if write_report:
+        from sim_eval.report import write_report
+
+        report_path = write_report(out, records, summary, cfg.report)
+    return RunResult(out, records, summary, report_path)
+
+
+def read_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(manifest, episode records) of a finished results folder, with clear errors."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise UserError(f"results folder {str(d)!r} does not exist")
+    if not (d / EPISODES_FILE).is_file():
+        raise UserError(
+            f"{d} has no {EPISODES_FILE}: is it the --out folder of a 'cocdrive sim run'?"
+        )
+    manifest = {}
+    if (d / MANIFEST_FILE).is_file():
+        manifest = json.loads((d / MANIFEST_FILE).read_text())
+    return manifest, JsonlResults(d / EPISODES_FILE).records()
+
+
+__all__ = [
+    "EpisodeTask",
+    "ReportConfig",
+    "RunConfig",
+    "RunResult",
+    "load_run_config",
+    "parse_seeds",
+    "read_run",
+    "run_episode_task",
+    "run_suite",
+    "simulate_episode",
+]
