@@ -48,21 +48,11 @@ def _progress_runner(description: str):
 
 
 def resolve_suite(name: str, seeds: list[int] | None):
-    """Scenario specs of suite `name` (optionally on other seeds), or a UserError listing the
-    valid suite names."""
-    from sim_eval.scenarios import list_suites, load_suite
+    """Scenario specs of suite `name` (a name in configs/scenarios/ or a suite YAML path),
+    optionally on other seeds. An unknown name raises a UserError listing the valid suites."""
+    from sim_eval.scenarios import load_suite
 
-    valid = list_suites()
-    if name not in valid:
-        import difflib
-
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UserError(f"unknown suite {name!r}; {hint}valid suites: {', '.join(valid)}")
-    try:
-        return load_suite(name, seeds=seeds) if seeds is not None else load_suite(name)
-    except (KeyError, ValueError) as exc:
-        raise UserError(f"suite {name!r}: {exc}") from None
+    return load_suite(name, seeds=seeds)
 
 
 def _check_planner_name(spec: str) -> None:
@@ -107,10 +97,12 @@ def run_command(
     overrides: list[str],
 ):
     """Shared by `sim run` and `demo`: build the config, run, print the headline."""
-    from sim_eval.runner import load_run_config, parse_seeds, run_suite
+    from sim_eval.runner import load_run_config, run_suite
+    from sim_eval.scenarios import parse_seeds
 
+    _check_planner_name(planner)  # first: a typo should not wait for configs and suites
     extra = [f"planner={planner}", f"suite={suite}"]
-    seed_list = parse_seeds(seeds)
+    seed_list = parse_seeds(seeds) if seeds else None
     if actuation_delay_s is not None:
         extra.append(f"sim.actuation_delay_s={actuation_delay_s}")
     if animations is not None:
@@ -122,7 +114,8 @@ def run_command(
         raise UserError(f"--executor {executor!r}: valid executors are local, ray")
     if workers < 1:
         raise UserError(f"--workers {workers}: must be at least 1")
-    _check_planner_name(cfg.planner)
+    if cfg.planner != planner:
+        _check_planner_name(cfg.planner)
     scenarios = resolve_suite(cfg.suite, cfg.seeds)
     bar, update = _progress_runner(f"{cfg.planner} on {cfg.suite}")
     with bar:

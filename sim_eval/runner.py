@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
 import traceback
 from collections.abc import Callable
@@ -106,26 +105,6 @@ def load_run_config(
     if path is None and DEFAULT_RUN_CONFIG.is_file():
         path = DEFAULT_RUN_CONFIG
     return load_config(RunConfig, path, overrides)
-
-
-def parse_seeds(text: str | None) -> list[int] | None:
-    """'100-107' -> [100..107]; '1,5,9-11' -> [1, 5, 9, 10, 11]; None/'' -> None."""
-    if text is None or not str(text).strip():
-        return None
-    seeds: list[int] = []
-    for part in str(text).split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
-            raise UserError(
-                f"--seeds {text!r}: {part.strip()!r} is not a seed or an ascending range; "
-                "write e.g. '100-107' or '1,5,9-11'"
-            )
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        seeds.extend(range(lo, hi + 1))
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds {text!r} names a seed twice")
-    return seeds
 
 
 # ---- building the pieces inside a worker -------------------------------------------------
@@ -556,7 +535,6 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "load_run_config",
-    "parse_seeds",
     "read_run",
     "run_episode_task",
     "run_suite",

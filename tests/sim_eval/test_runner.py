@@ -15,7 +15,6 @@ from sim_eval.runner import (
     MANIFEST_FILE,
     SUMMARY_FILE,
     load_run_config,
-    parse_seeds,
     read_run,
     run_suite,
 )
@@ -140,16 +139,6 @@ def test_same_seed_same_episode(tmp_path):
     b = _run(tmp_path / "b", seeds=(5,))
     strip = lambda rs: [{k: v for k, v in r.items() if k != "timings"} for r in rs]  # noqa: E731
     assert strip(a.records) == strip(b.records)
-
-
-def test_parse_seeds():
-    assert parse_seeds("100-103") == [100, 101, 102, 103]
-    assert parse_seeds("1,5,9-10") == [1, 5, 9, 10]
-    assert parse_seeds(None) is None
-    with pytest.raises(UserError, match="ascending range"):
-        parse_seeds("9-3")
-    with pytest.raises(UserError, match="not a seed"):
-        parse_seeds("a")
 
 
 def test_read_run_errors(tmp_path):
