@@ -510,7 +510,13 @@ class _LeadState:
 
 class IDMLaneKeepingPlanner(PrivilegedPlanner):
     """Keeps the ego's lane with pure pursuit and drives IDM on the nearest agent in its lane
-    path (agents predicted at constant velocity), at the lane's speed limit otherwise."""
+    path (agents predicted at constant velocity), at the lane's speed limit otherwise.
+
+    At plan step k the lead is the nearest agent whose predicted position at step k lies in
+    the path ahead. So a car drifting into the lane is braked for once its prediction enters
+    it, but an agent that crosses the path (a pedestrian) is seen only when it is in the
+    path at the same time as the ego is near: this baseline does not yield, and it never
+    changes lanes (it stops behind a blocked lane)."""
 
     name: ClassVar[str] = "idm"
 
@@ -627,10 +633,21 @@ class IDMLaneKeepingPlanner(PrivilegedPlanner):
         path, and whether it is laterally in the ego's path."""
         if not scene.agents:
             return []
+        import shapely
+
         times = PLAN_DT_S * np.arange(PLAN_STEPS)  # (K,) start of each step
         half_ego = scene.ego.width / 2.0
+        # Cheap prefilter (shapely, vectorised over agents): an agent whose straight
+        # constant-velocity sweep never comes near the path cannot be in it.
+        end_t = times[-1]
+        sweeps = shapely.linestrings(
+            [[(a.x, a.y), (a.x + a.vx * end_t + 1e-3, a.y + a.vy * end_t)] for a in scene.agents]
+        )
+        clearance = shapely.distance(sweeps, shapely.LineString(path.xy))
+        reach = np.array([half_ego + 0.5 * math.hypot(a.length, a.width) for a in scene.agents])
+        near = clearance <= reach + self.config.lateral_margin_m
         predicted = []
-        for agent in scene.agents:
+        for agent in (a for a, keep in zip(scene.agents, near) if keep):
             pts = np.stack([agent.x + agent.vx * times, agent.y + agent.vy * times], axis=1)
             s, lateral, seg = path.project(pts)  # (K,)
             heading = path.headings[seg]

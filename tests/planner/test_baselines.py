@@ -290,3 +290,21 @@ def test_idm_without_a_scene_errors_clearly():
     scene = make_scene()
     with pytest.raises(ValueError, match="'idm' is privileged"):
         call_planner(make_planner("idm"), scene_input(scene), None)
+
+
+def test_idm_brakes_for_a_predicted_cut_in():
+    # A slower car in the next lane drifting into the ego lane: not in the path now, in it
+    # after ~1 s at constant velocity, so the plan slows for it; if it stays in its lane the
+    # plan does not.
+    road = straight_road_map(n_lanes=2, speed_limit_mps=15.0)
+    planner = make_planner("idm")
+    speeds = {}
+    for name, vy in (("cut_in", -1.5), ("stays", 0.0)):
+        car = make_agent("car", 30.0, 3.7, speed_mps=10.0)
+        car.vy = vy
+        scene = make_scene(road, ego_speed_mps=15.0, agents=[car])
+        out = call_planner(planner, scene_input(scene), scene)
+        assert out.decision.longitudinal is LongitudinalDecision.SET_SPEED_TRACKING
+        speeds[name] = out.trajectory.speed
+    assert speeds["stays"].min() >= 15.0 - 1e-6
+    assert speeds["cut_in"][30] < 13.0
