@@ -1,0 +1,391 @@
+"""The privileged expert on hand-built scenes: each test states the driving situation, the
+decision the expert must take, the object or rule that must be named as its cause (with the
+distance measured on the scene), and that the plan is valid and collision-free against the
+constant-velocity predicted boxes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from shapely.geometry import Polygon
+
+from planner.base import call_planner
+from planner.config import ConfigError
+from planner.planners import make_planner
+from planner.planners.expert import ExpertConfig, ExpertPlanner, load_expert_config
+from planner.types import (
+    AgentClass,
+    CausalFactorKind,
+    Lane,
+    LateralDecision,
+    LightState,
+    LongitudinalDecision,
+    MapData,
+    PlannerOutput,
+    Scene,
+    Side,
+    StopLine,
+    TrafficLight,
+    box_corners,
+)
+from tests.helpers import (
+    lane_from_centerline,
+    make_agent,
+    make_scene,
+    run_closed_loop,
+    scene_input,
+    straight_road_map,
+)
+
+EGO_FRONT_M = 1.45 + 4.9 / 2  # rear axle -> front bumper of the helpers' default ego
+
+
+def _plan(scene: Scene, planner: ExpertPlanner | None = None) -> PlannerOutput:
+    planner = planner or ExpertPlanner()
+    out = call_planner(planner, scene_input(scene), scene)
+    out.trajectory.validate()
+    assert out.decision is not None
+    return out
+
+
+def _overlaps(scene: Scene, out: PlannerOutput) -> list[tuple[str, float]]:
+    """(agent id, time) of every overlap between the planned ego box and an agent's box
+    predicted at constant velocity."""
+    ego = scene.ego
+    poses = out.trajectory.to_world(ego)
+    hits = []
+    for k, (x, y, yaw) in enumerate(poses):
+        t = (k + 1) * out.trajectory.dt
+        cx = x + ego.rear_axle_to_center_m * math.cos(yaw)
+        cy = y + ego.rear_axle_to_center_m * math.sin(yaw)
+        ego_box = Polygon(box_corners(cx, cy, yaw, ego.length, ego.width))
+        for a in scene.agents:
+            box = Polygon(box_corners(a.x + a.vx * t, a.y + a.vy * t, a.yaw, a.length, a.width))
+            if ego_box.intersects(box):
+                hits.append((a.id, t))
+    return hits
+
+
+def _factor(out: PlannerOutput, kind: CausalFactorKind, object_id: str | None = None):
+    for f in out.decision.factors:
+        if f.kind == kind and (object_id is None or f.object_id == object_id):
+            return f
+    raise AssertionError(f"no {kind} factor {object_id or ''} in {out.decision.factors}")
+
+
+def _one_lane(speed_limit_mps: float = 13.9) -> MapData:
+    return straight_road_map(n_lanes=1, speed_limit_mps=speed_limit_mps)
+
+
+# ---- free road and following -------------------------------------------------------------------
+def test_free_road_tracks_the_speed_limit():
+    out = _plan(make_scene(_one_lane(), ego_speed_mps=10.0))
+    d = out.decision
+    assert d.longitudinal == LongitudinalDecision.SET_SPEED_TRACKING
+    assert d.lateral == LateralDecision.LANE_KEEPING
+    assert d.target_speed_mps == pytest.approx(13.9, abs=0.05)
+    assert _factor(out, CausalFactorKind.SPEED_LIMIT).distance_m is None
+    speed = out.trajectory.speed
+    assert speed[-1] > 13.0 and speed.max() <= 13.9 + 1e-6  # accelerates to, not past, the limit
+    assert np.abs(out.trajectory.xy[:, 1]).max() < 0.05  # stays on the centerline
+
+
+def test_slower_lead_is_followed_at_a_safe_gap():
+    lead = make_agent("lead", 30.0, 0.0, 0.0, 6.0)
+    scene = make_scene(_one_lane(), ego_speed_mps=10.0, agents=[lead])
+    out = _plan(scene)
+    d = out.decision
+    assert d.longitudinal == LongitudinalDecision.LEAD_OBSTACLE_FOLLOWING
+    f = _factor(out, CausalFactorKind.CRITICAL_OBJECT, "lead")
+    true_gap = (lead.x - lead.length / 2) - EGO_FRONT_M
+    assert f.distance_m == pytest.approx(true_gap, rel=0.1)
+    assert f.relative_speed_mps == pytest.approx(-4.0, abs=0.1)
+    assert f.side == Side.AHEAD
+    # bumper gap to the (constant-velocity) lead never below the IDM minimum gap
+    lead_rear = lead.x - lead.length / 2 + 6.0 * out.trajectory.times
+    gap = lead_rear - (out.trajectory.xy[:, 0] + EGO_FRONT_M)
+    assert gap.min() > 2.0
+    assert out.trajectory.speed[-1] < 8.0  # settles towards the lead's speed
+    assert not _overlaps(scene, out)
+
+
+def test_hard_braking_lead_with_history_brakes_early():
+    """Constant-accel prediction from the lead's history: the ego brakes harder than with a
+    constant-velocity lead at the same distance."""
+    lead = make_agent("lead", 35.0, 0.0, 0.0, 10.0)
+    t = np.arange(-0.5, 0.01, 0.1)
+    lead.history = np.stack(
+        [t, 35.0 + 10.0 * t, 0 * t, 0 * t, 10.0 - 6.0 * t], axis=1
+    )  # was braking at 6 m/s^2
+    braking = _plan(make_scene(_one_lane(), ego_speed_mps=10.0, agents=[lead]))
+    lead.history = None
+    steady = _plan(make_scene(_one_lane(), ego_speed_mps=10.0, agents=[lead]))
+    assert braking.trajectory.accel[:10].mean() < steady.trajectory.accel[:10].mean() - 0.5
+
+
+# ---- passing obstacles -------------------------------------------------------------------------
+def test_stopped_vehicle_with_free_left_lane_is_passed_on_the_left():
+    stopped = make_agent("stopped", 40.0, 0.0, 0.0, 0.0)
+    scene = make_scene(straight_road_map(n_lanes=2), ego_speed_mps=10.0, agents=[stopped])
+    out = _plan(scene)
+    d = out.decision
+    assert d.lateral in (LateralDecision.LANE_CHANGE, LateralDecision.OUT_OF_LANE_NUDGE)
+    assert d.lateral_side == Side.LEFT
+    f = _factor(out, CausalFactorKind.CRITICAL_OBJECT, "stopped")
+    true_gap = (stopped.x - stopped.length / 2) - EGO_FRONT_M
+    assert f.distance_m == pytest.approx(true_gap, rel=0.1)
+    assert f.relative_speed_mps == pytest.approx(-10.0, abs=0.1)
+    assert out.trajectory.xy[:, 1].max() > 2.0  # moves left (+y) past it
+    assert not _overlaps(scene, out)
+
+
+def test_stopped_vehicle_with_no_way_around_stops():
+    stopped = make_agent("stopped", 40.0, 0.0, 0.0, 0.0)
+    scene = make_scene(_one_lane(), ego_speed_mps=10.0, agents=[stopped])
+    out = _plan(scene)
+    assert out.decision.longitudinal in (
+        LongitudinalDecision.STOP_FOR_STATIC_CONSTRAINTS,
+        LongitudinalDecision.LEAD_OBSTACLE_FOLLOWING,
+    )
+    _factor(out, CausalFactorKind.CRITICAL_OBJECT, "stopped")
+    assert out.trajectory.speed[-1] < 1.0  # IDM creeps up to its standstill gap
+    assert not _overlaps(scene, out)
+
+
+def test_cone_encroaching_half_a_metre_gives_an_in_lane_nudge_away_from_it():
+    # lane_0 is centred on y = 0 with half width 1.85 m: a 0.5 m cone centred at y = -1.6
+    # reaches 0.5 m into the lane from the right
+    cone = make_agent("cone", 30.0, -1.6, 0.0, 0.0, AgentClass.CONE, 0.5, 0.5)
+    scene = make_scene(_one_lane(), ego_speed_mps=8.0, agents=[cone])
+    out = _plan(scene)
+    d = out.decision
+    assert d.lateral == LateralDecision.IN_LANE_NUDGE
+    assert d.lateral_side == Side.LEFT
+    f = _factor(out, CausalFactorKind.CRITICAL_OBJECT, "cone")
+    assert f.side == Side.RIGHT
+    assert f.distance_m == pytest.approx(30.0 - 0.25 - EGO_FRONT_M, rel=0.1)
+    y = out.trajectory.xy[:, 1]
+    assert y.max() > 0.1  # shifted left...
+    assert y.max() + 1.9 / 2 <= 1.85 + 1e-6  # ...but stays inside the lane
+    assert out.trajectory.speed.min() > 7.0  # no need to slow down
+    assert not _overlaps(scene, out)
+
+
+def test_cones_reaching_far_into_a_single_lane_stop_the_ego():
+    cones = [
+        make_agent(f"cone{i}", 30.0 + 2 * i, -0.6, 0.0, 0.0, AgentClass.CONE, 0.5, 0.5)
+        for i in range(3)
+    ]
+    scene = make_scene(_one_lane(), ego_speed_mps=8.0, agents=cones)
+    out = _plan(scene)
+    assert out.decision.longitudinal == LongitudinalDecision.STOP_FOR_STATIC_CONSTRAINTS
+    assert _factor(out, CausalFactorKind.CRITICAL_OBJECT).object_id == "cone0"
+    assert not _overlaps(scene, out)
+
+
+# ---- traffic controls ----------------------------------------------------------------------
+def _signalised(state: LightState, ego_speed: float = 10.0) -> Scene:
+    m = _one_lane()
+    m.stop_lines["sl"] = StopLine(
+        "sl", np.array([[40.0, -1.85], [40.0, 1.85]]), lane_ids=("lane_0",), light_id="tl"
+    )
+    scene = make_scene(m, ego_speed_mps=ego_speed)
+    scene.traffic_lights.append(TrafficLight("tl", state, stop_line_id="sl", lane_ids=("lane_0",)))
+    return scene
+
+
+def test_red_light_stops_before_the_stop_line():
+    scene = _signalised(LightState.RED)
+    out = _plan(scene)
+    d = out.decision
+    assert d.longitudinal == LongitudinalDecision.STOP_FOR_STATIC_CONSTRAINTS
+    f = _factor(out, CausalFactorKind.TRAFFIC_LIGHT, "tl")
+    assert f.distance_m == pytest.approx(40.0 - EGO_FRONT_M, rel=0.1)
+    front = out.trajectory.xy[:, 0] + EGO_FRONT_M
+    assert front.max() < 40.0  # never past the line
+    assert out.trajectory.speed[-1] < 0.3
+
+
+def test_green_light_is_ignored_and_late_yellow_is_run():
+    assert _plan(_signalised(LightState.GREEN)).decision.longitudinal == (
+        LongitudinalDecision.SET_SPEED_TRACKING
+    )
+    # 14 m/s with 6 m to the line: stopping needs > 3 m/s^2, so the expert goes on
+    m = _one_lane()
+    m.stop_lines["sl"] = StopLine("sl", np.array([[12.0, -1.85], [12.0, 1.85]]), light_id="tl")
+    scene = make_scene(m, ego_speed_mps=13.9)
+    scene.traffic_lights.append(TrafficLight("tl", LightState.YELLOW, stop_line_id="sl"))
+    assert _plan(scene).decision.longitudinal == LongitudinalDecision.SET_SPEED_TRACKING
+
+
+def test_stop_sign_needs_a_full_stop_then_releases():
+    m = _one_lane()
+    m.stop_lines["stop"] = StopLine(
+        "stop", np.array([[20.0, -1.85], [20.0, 1.85]]), lane_ids=("lane_0",), is_stop_sign=True
+    )
+    planner = ExpertPlanner()
+    scene = make_scene(m, ego_speed_mps=6.0)
+    out = _plan(scene, planner)
+    assert out.decision.longitudinal == LongitudinalDecision.STOP_FOR_STATIC_CONSTRAINTS
+    assert _factor(out, CausalFactorKind.STOP_CONTROL, "stop").distance_m == pytest.approx(
+        20.0 - EGO_FRONT_M, rel=0.1
+    )
+    frames, outs = run_closed_loop(planner, scene, 80)
+    speeds = [f.ego.speed for f in frames]
+    assert min(speeds) < 0.3  # came to a stop
+    front = [f.ego.x + EGO_FRONT_M for f in frames]
+    stop_k = int(np.argmin(speeds))
+    assert front[stop_k] < 20.0
+    assert front[-1] > 20.0  # and then went on
+
+
+# ---- yielding ----------------------------------------------------------------------------------
+def test_pedestrian_crossing_ahead_is_yielded_to():
+    # walking across the lane from the right at 1.4 m/s, 25 m ahead
+    ped = make_agent("ped", 25.0, -3.0, math.pi / 2, 1.4, AgentClass.PEDESTRIAN, 0.6, 0.6)
+    scene = make_scene(_one_lane(), ego_speed_mps=10.0, agents=[ped])
+    out = _plan(scene)
+    assert out.decision.longitudinal == LongitudinalDecision.YIELD
+    f = _factor(out, CausalFactorKind.CRITICAL_OBJECT, "ped")
+    assert f.object_class == AgentClass.PEDESTRIAN
+    assert f.side == Side.RIGHT
+    assert f.distance_m == pytest.approx(25.0 - 0.3 - EGO_FRONT_M, rel=0.1)
+    front = out.trajectory.xy[:, 0] + EGO_FRONT_M
+    assert front.max() < 25.0 - 0.3  # stops before the crossing point
+    assert not _overlaps(scene, out)
+
+
+def test_pedestrian_walking_along_the_kerb_is_not_yielded_to():
+    ped = make_agent("ped", 25.0, -3.5, 0.0, 1.4, AgentClass.PEDESTRIAN, 0.6, 0.6)
+    out = _plan(make_scene(_one_lane(), ego_speed_mps=10.0, agents=[ped]))
+    assert out.decision.longitudinal == LongitudinalDecision.SET_SPEED_TRACKING
+
+
+def _intersection() -> MapData:
+    """Ego road along +x through the origin region; a crossing road along +y at x = 50."""
+    xs = np.linspace(-50.0, 150.0, 201)
+    ys = np.linspace(-100.0, 100.0, 201)
+    ego_lane = lane_from_centerline("ego_road", np.stack([xs, 0 * xs], axis=1))
+    cross = lane_from_centerline("cross_road", np.stack([0 * ys + 50.0, ys], axis=1))
+    return MapData(lanes={"ego_road": ego_lane, "cross_road": cross}, name="x")
+
+
+def test_vehicle_reaching_an_unprotected_conflict_point_first_is_yielded_to():
+    # the other car is 20 m from the crossing at 10 m/s (2 s); the ego is 45 m away at 10 m/s
+    other = make_agent("other", 50.0, -20.0, math.pi / 2, 10.0)
+    scene = make_scene(_intersection(), ego_speed_mps=10.0, agents=[other])
+    out = _plan(scene)
+    assert out.decision.longitudinal == LongitudinalDecision.YIELD
+    f = _factor(out, CausalFactorKind.CRITICAL_OBJECT, "other")
+    assert f.side == Side.RIGHT
+    assert not _overlaps(scene, out)
+    # far from the crossing (it arrives long after the ego has cleared it): no yield
+    late = make_agent("late", 50.0, -95.0, math.pi / 2, 5.0)
+    out = _plan(make_scene(_intersection(), ego_speed_mps=10.0, agents=[late]))
+    assert out.decision.longitudinal == LongitudinalDecision.SET_SPEED_TRACKING
+
+
+# ---- lane geometry and routing ------------------------------------------------------------------
+def _lane_drop() -> MapData:
+    """Two lanes; the right one (lane_0) ends at x = 100, lane_1 continues to x = 300."""
+    x0 = np.linspace(-50.0, 100.0, 151)
+    x1 = np.linspace(-50.0, 300.0, 351)
+    lane0 = lane_from_centerline(
+        "lane_0",
+        np.stack([x0, 0 * x0], axis=1),
+        left_neighbor="lane_1",
+        right_boundary_kind="road_edge",
+    )
+    lane1 = lane_from_centerline(
+        "lane_1",
+        np.stack([x1, 0 * x1 + 3.7], axis=1),
+        right_neighbor="lane_0",
+        left_boundary_kind="road_edge",
+    )
+    return MapData(lanes={"lane_0": lane0, "lane_1": lane1}, name="lane_drop")
+
+
+def test_lane_ending_changes_toward_the_continuing_lane():
+    scene = make_scene(_lane_drop(), ego_speed_mps=12.0, route_lane_ids=("lane_1",))
+    out = _plan(scene)
+    d = out.decision
+    assert d.lateral in (LateralDecision.LANE_CHANGE, LateralDecision.MERGE_SPLIT)
+    assert d.lateral_side == Side.LEFT
+    f = _factor(out, CausalFactorKind.LANE_GEOMETRY)
+    assert f.distance_m == pytest.approx(100.0 - EGO_FRONT_M, rel=0.1)
+    assert out.trajectory.xy[-1, 1] > 3.0
+
+
+def test_lane_ending_with_the_gap_taken_searches_for_a_gap_and_never_runs_off_the_end():
+    # a car right beside the ego in the continuing lane, same speed: no gap
+    beside = make_agent("beside", 2.0, 3.7, 0.0, 12.0)
+    scene = make_scene(
+        _lane_drop(), ego_speed_mps=12.0, agents=[beside], route_lane_ids=("lane_1",)
+    )
+    out = _plan(scene)
+    d = out.decision
+    assert d.longitudinal == LongitudinalDecision.GAP_SEARCHING
+    assert d.lateral == LateralDecision.LANE_KEEPING
+    _factor(out, CausalFactorKind.LANE_GEOMETRY)
+    assert _factor(out, CausalFactorKind.CRITICAL_OBJECT, "beside").side == Side.LEFT
+    assert out.trajectory.speed[-1] < 12.0  # drops back to slot in behind it
+    assert not _overlaps(scene, out)
+
+
+def test_closed_loop_lane_drop_completes_the_change_and_ends_in_lane_keeping():
+    scene = make_scene(_lane_drop(), ego_speed_mps=12.0, route_lane_ids=("lane_1",))
+    frames, outs = run_closed_loop(ExpertPlanner(), scene, 60)
+    assert frames[-1].ego.y == pytest.approx(3.7, abs=0.3)
+    assert abs(frames[-1].ego.yaw) < 0.05
+    assert outs[-1].decision.lateral == LateralDecision.LANE_KEEPING
+    for out in outs:
+        out.trajectory.validate()
+
+
+def test_curve_ahead_gives_speed_adaptation():
+    from tests.helpers import curved_road_map
+
+    m = curved_road_map(radius_m=20.0, approach_m=60.0, speed_limit_mps=15.0)
+    scene = make_scene(m, ego_xy=(-50.0, 0.0), ego_speed_mps=15.0)
+    out = _plan(scene)
+    assert out.decision.longitudinal == LongitudinalDecision.SPEED_ADAPTATION
+    f = _factor(out, CausalFactorKind.LANE_GEOMETRY)
+    assert 25.0 < f.distance_m < 50.0
+    assert out.trajectory.speed[-1] < 10.0
+
+
+# ---- configuration and interface -------------------------------------------------------------
+def test_registry_and_config_overrides():
+    planner = make_planner("expert", idm_time_headway_s=2.0)
+    assert isinstance(planner, ExpertPlanner)
+    assert planner.cfg.idm_time_headway_s == 2.0
+    with pytest.raises(ConfigError, match="idm_time_headway_s"):
+        ExpertPlanner(idm_time_headway=2.0)
+    with pytest.raises(TypeError, match="privileged"):
+        planner.plan(scene_input(make_scene(_one_lane())))
+
+
+def test_yaml_defaults_equal_the_dataclass_defaults():
+    from planner.planners.expert import CONFIG_PATH
+
+    assert CONFIG_PATH.is_file()
+    assert load_expert_config(config_path=CONFIG_PATH) == ExpertConfig()
+
+
+def test_off_map_follows_the_route_waypoints():
+    m = MapData(lanes={}, name="empty")
+    scene = make_scene(m, ego_speed_mps=5.0, route_lane_ids=())
+    scene.route.waypoints = np.stack([np.linspace(0, 100, 51), np.zeros(51)], axis=1)
+    out = _plan(scene)
+    assert "off_map" in out.flags
+    assert out.trajectory.xy[-1, 0] > 30.0
+
+
+def test_bad_lane_is_reported_with_its_id():
+    bad = Lane("broken", np.array([[0.0, 0.0]]), np.zeros((1, 2)), np.zeros((1, 2)), 10.0)
+    scene = make_scene(_one_lane(), ego_speed_mps=5.0)
+    scene.map.lanes["broken"] = bad
+    with pytest.raises(ValueError, match="broken"):
+        _plan(scene)
