@@ -37,7 +37,6 @@ from sim_eval.sim.convert import (
     agent_from_object,
     build_map,
     build_route,
-    hw_to_rep_yaw,
     lane_id,
 )
 from sim_eval.sim.families import (
@@ -415,6 +414,7 @@ class HighwayEnvSimulator(Simulator):
         self._next_agent_id = 0
         self._stuck_s = 0.0
         self._wreck_since: dict[int, float] = {}
+        self._background_crashes = 0  # vehicles involved in crashes without the ego
         self._info = StepInfo()
         self._collided_with: str | None = None
 
@@ -548,6 +548,7 @@ class HighwayEnvSimulator(Simulator):
                 "ego_heading_hw": float(ego.heading),
                 "collision": bool(ego.crashed),
                 "collided_with": self._collided_with,
+                "background_crashed_vehicles": self._background_crashes,
                 "sim_hz": self.config.sim_hz,
                 "actuation_delay_s": self.config.actuation_delay_s,
             },
@@ -572,10 +573,9 @@ class HighwayEnvSimulator(Simulator):
         return self._agent_id(best) if best is not None else None
 
     def _remove_wrecks(self) -> None:
-        """Background vehicles that crashed among themselves (not with the ego) are removed
-        after `wreck_removal_s`: the ego is evaluated in traffic that behaves."""
-        if not self.setup.remove_background_wrecks:
-            return
+        """Count background crashes (vehicles crashed among themselves, not with the ego) and,
+        unless the family keeps them, remove the wrecks after `wreck_removal_s`: the ego is
+        evaluated in traffic that behaves."""
         world = self.world
         ego = world.ego
         keep = []
@@ -583,9 +583,18 @@ class HighwayEnvSimulator(Simulator):
             if v is ego or not getattr(v, "crashed", False):
                 keep.append(v)
                 continue
-            since = self._wreck_since.setdefault(id(v), world.time_s)
-            near_ego = float(np.linalg.norm(v.position - ego.position)) < 10.0 and ego.crashed
-            if near_ego or world.time_s - since < self.config.wreck_removal_s:
+            if id(v) not in self._wreck_since:
+                self._wreck_since[id(v)] = world.time_s
+                hit_ego = ego.crashed and float(np.linalg.norm(v.position - ego.position)) < 10.0
+                if not hit_ego:
+                    self._background_crashes += 1
+            since = self._wreck_since[id(v)]
+            near_ego = ego.crashed and float(np.linalg.norm(v.position - ego.position)) < 10.0
+            if (
+                not self.setup.remove_background_wrecks
+                or near_ego
+                or world.time_s - since < self.config.wreck_removal_s
+            ):
                 keep.append(v)
             else:
                 log.debug("removing background wreck %s at t=%.1f", self._agent_id(v), world.time_s)
@@ -603,6 +612,7 @@ class HighwayEnvSimulator(Simulator):
         else:
             self._stuck_s = 0.0
         info.events["route_progress_m"] = float(self._progress_m)
+        info.events["background_crashed_vehicles"] = self._background_crashes
         if self.world.ego.crashed and cfg.ego_collision_ends_episode:
             info.done, info.reason = True, "ego_collision"
         elif self._progress_m >= float(self.route.length_m) - cfg.route_complete_margin_m:
