@@ -308,3 +308,14 @@ def test_idm_brakes_for_a_predicted_cut_in():
         speeds[name] = out.trajectory.speed
     assert speeds["stays"].min() >= 15.0 - 1e-6
     assert speeds["cut_in"][30] < 13.0
+
+
+@pytest.mark.parametrize("name", ["const-vel", "ctra", "idm"])
+def test_planners_handle_a_standing_start(name):
+    scene = make_scene(ego_speed_mps=0.0)
+    out = call_planner(make_planner(name), scene_input(scene), scene)
+    _assert_feasible(out.trajectory, 0.0)
+    if name == "idm":  # free lane ahead: it drives off
+        assert out.trajectory.speed[-1] > 5.0
+    else:  # history-only baselines extrapolate standing still
+        np.testing.assert_allclose(out.trajectory.xy, 0.0, atol=1e-12)
