@@ -49,6 +49,9 @@ class CollisionConfig:
     ego_stopped_speed_mps: float = 0.05
     # Bisection steps that locate the first contact between two 0.1 s frames (2^-10 of a frame).
     onset_bisection_steps: int = 10
+    # Boxes this close count as in contact. Simulators that resolve collisions leave the boxes
+    # touching, not overlapping (highway-env pushes them apart by the penetration depth).
+    contact_tolerance_m: float = 0.02
 
 
 @dataclass
@@ -269,11 +272,14 @@ class _Episode:
     a_len: np.ndarray  # (N,)
     a_wid: np.ndarray  # (N,)
     a_polys: np.ndarray  # (N,) shapely polygons
+    a_gap: np.ndarray  # (N,) m, ego footprint to agent box distance (0 when they overlap)
     agent_ids: list[str]
     agent_classes: list[AgentClass]
 
 
 def _extract(record: EpisodeRecord) -> _Episode:
+    import shapely
+
     frames = record.frames
     if not frames:
         raise MetricsError(
@@ -306,6 +312,8 @@ def _extract(record: EpisodeRecord) -> _Episode:
             rows.append((k, i, a.x, a.y, a.yaw, a.vx, a.vy, a.length, a.width))
     arr = np.array(rows, dtype=np.float64).reshape(-1, 9)
     a_polys = _polygons(_box_corners(arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 7], arr[:, 8]))
+    frame_idx = arr[:, 0].astype(np.int64)
+    a_gap = shapely.distance(ego_polys[frame_idx], a_polys) if len(arr) else np.zeros(0)
     return _Episode(
         t=t,
         ego_xy=np.stack([x, y], axis=1),
@@ -317,7 +325,7 @@ def _extract(record: EpisodeRecord) -> _Episode:
         ego_wid=width,
         ego_rear_to_center=r2c,
         ego_polys=ego_polys,
-        a_frame=arr[:, 0].astype(np.int64),
+        a_frame=frame_idx,
         a_idx=arr[:, 1].astype(np.int64),
         a_xy=arr[:, 2:4],
         a_yaw=arr[:, 4],
@@ -325,6 +333,7 @@ def _extract(record: EpisodeRecord) -> _Episode:
         a_len=arr[:, 7],
         a_wid=arr[:, 8],
         a_polys=a_polys,
+        a_gap=a_gap,
         agent_ids=list(ids),
         agent_classes=classes,
     )
@@ -376,14 +385,9 @@ class CollisionEvent:
         }
 
 
-def _in_contact(ep: _Episode) -> np.ndarray:
-    """(N,) the agent box overlaps the ego footprint with positive area (touching is not)."""
-    import shapely
-
-    if len(ep.a_frame) == 0:
-        return np.zeros(0, dtype=bool)
-    ego = ep.ego_polys[ep.a_frame]
-    return shapely.intersects(ego, ep.a_polys) & ~shapely.touches(ego, ep.a_polys)
+def _in_contact(ep: _Episode, cfg: CollisionConfig) -> np.ndarray:
+    """(N,) the agent box overlaps or touches the ego footprint (within the tolerance)."""
+    return ep.a_gap <= cfg.contact_tolerance_m
 
 
 def _ego_velocity(ep: _Episode, k: np.ndarray | int) -> np.ndarray:
@@ -393,9 +397,9 @@ def _ego_velocity(ep: _Episode, k: np.ndarray | int) -> np.ndarray:
 def _contact_geometry(ep: _Episode, row: int, cfg: CollisionConfig) -> tuple[float, str]:
     """Interpolated first-contact time and the side of the ego that was hit.
 
-    Between the last frame without overlap and the first with it, both boxes are linearly
+    Between the last frame without contact and the first with it, both boxes are linearly
     interpolated and the onset found by bisection; the side is the ego-box edge nearest to
-    the centroid of the (then tiny) overlap region."""
+    the centroid of the (then tiny) contact region."""
     from shapely.geometry import Polygon
 
     k = int(ep.a_frame[row])
@@ -429,7 +433,7 @@ def _contact_geometry(ep: _Episode, row: int, cfg: CollisionConfig) -> tuple[flo
         for _ in range(cfg.onset_bisection_steps):
             mid = 0.5 * (lo + hi)
             e_box, a_box, _, _ = boxes(mid)
-            if e_box.intersects(a_box) and not e_box.touches(a_box):
+            if e_box.distance(a_box) <= cfg.contact_tolerance_m:
                 hi = mid
             else:
                 lo = mid
@@ -437,8 +441,11 @@ def _contact_geometry(ep: _Episode, row: int, cfg: CollisionConfig) -> tuple[flo
     else:
         t_contact = float(ep.t[k])
     e_box, a_box, e_c, e_yaw = boxes(hi if (len(prev) and k > 0) else 1.0)
-    overlap = e_box.intersection(a_box)
-    point = np.array(overlap.centroid.coords[0]) if not overlap.is_empty else ep.a_xy[row]
+    # The contact region: the agent box within the tolerance of the ego box (a thin strip
+    # along the touching edges, or the overlap); its centroid locates the hit on the ego.
+    grown = e_box.buffer(cfg.contact_tolerance_m + 1e-6, join_style="mitre")
+    region = grown.intersection(a_box)
+    point = np.array(region.centroid.coords[0]) if not region.is_empty else ep.a_xy[row]
     c, s = math.cos(e_yaw), math.sin(e_yaw)
     dx, dy = point - e_c
     u, v = c * dx + s * dy, -s * dx + c * dy  # contact point in the ego box frame
@@ -512,7 +519,7 @@ def collision_events(
     cfg = cfg or MetricsConfig()
     ccfg = cfg.collision
     ep = _ep if _ep is not None else _extract(record)
-    contact = _in_contact(ep)
+    contact = _in_contact(ep, ccfg)
     if not contact.any():
         return []
     lanes = _LaneIndex(record.map)
@@ -606,7 +613,6 @@ def _dt(ep: _Episode) -> float:
 
 # ---- close encounters -----------------------------------------------------------------------
 def _close_encounters(ep: _Episode, cfg: CloseEncounterConfig, contact: np.ndarray) -> dict:
-    import shapely
 
     result = {
         "close_encounter": False,
@@ -619,7 +625,7 @@ def _close_encounters(ep: _Episode, cfg: CloseEncounterConfig, contact: np.ndarr
     if len(ep.a_frame) == 0:
         return result
     f = ep.a_frame
-    gap = shapely.distance(ep.ego_polys[f], ep.a_polys)  # (N,) m, 0 when touching/overlapping
+    gap = ep.a_gap  # (N,) m, 0 when overlapping
     yaw = ep.ego_yaw[f]
     c, s = np.cos(yaw), np.sin(yaw)
     rel = ep.a_xy - ep.ego_xy[f]
@@ -899,8 +905,16 @@ def evaluate_episode(record: EpisodeRecord, cfg: MetricsConfig | None = None) ->
     """All metrics of one episode as a flat JSON-ready dict (keys listed in docs/METRICS.md)."""
     cfg = cfg or MetricsConfig()
     ep = _extract(record)
-    contact = _in_contact(ep)
+    contact = _in_contact(ep, cfg.collision)
     events = collision_events(record, cfg, _ep=ep)
+    if record.termination == "collision" and not events:
+        log.warning(
+            "episode %s (seed %s) ended with a simulator collision but no footprints came within "
+            "%.3f m: check the simulator's box sizes against the Scene's",
+            record.scenario,
+            record.seed,
+            cfg.collision.contact_tolerance_m,
+        )
     at_fault = [e for e in events if e.at_fault]
     shown = at_fault[0] if at_fault else (events[0] if events else None)
 
