@@ -1,0 +1,1 @@
+"""Data: the training/evaluation sample type, dataset shards, and real-log loaders."""
