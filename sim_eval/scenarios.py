@@ -107,10 +107,12 @@ def list_families() -> list[str]:
 
 
 def family_defaults(suites_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Per-family parameter defaults from configs/scenarios/families.yaml (they override the
-    defaults written in the family's code; suite entries override them in turn)."""
-    d = Path(suites_dir) if suites_dir else SUITES_DIR
-    path = d / FAMILY_DEFAULTS_FILE
+    """Per-family parameter defaults from families.yaml in `suites_dir`, else from
+    configs/scenarios/ (they override the defaults written in the family's code; suite
+    entries override them in turn)."""
+    path = Path(suites_dir) / FAMILY_DEFAULTS_FILE if suites_dir else None
+    if path is None or not path.is_file():  # a suite folder without its own: the project's
+        path = SUITES_DIR / FAMILY_DEFAULTS_FILE
     if not path.is_file():
         return {}
     data = _read_yaml(path)
