@@ -70,7 +70,8 @@ class CloseEncounterConfig:
     path_lateral_margin_m: float = 0.3
     # "Entering the path": the agent reaches that corridor within this time at current velocities.
     path_entry_horizon_s: float = 1.0
-    # TTC is not computed while the ego is (nearly) stopped (nuPlan: 5e-3 m/s).
+    # No close encounter (and no TTC) while the ego is stopped (nuPlan's TTC: 5e-3 m/s): what
+    # comes near a standing ego is not the ego's doing; its approach was judged while moving.
     ego_stopped_speed_mps: float = 0.005
 
 
@@ -642,7 +643,8 @@ def _close_encounters(ep: _Episode, cfg: CloseEncounterConfig, contact: np.ndarr
         ep.ego_center[f], yaw, ep.ego_len[f] / 2.0, ep.ego_wid[f] / 2.0,
         ep.a_xy, ep.a_yaw, hl_a, hw_a, rel_vel, cfg.ttc_horizon_s,
     )  # fmt: skip
-    ttc_valid = ahead & (ep.ego_speed[f] > cfg.ego_stopped_speed_mps) & ~contact
+    ego_moving = ep.ego_speed[f] > cfg.ego_stopped_speed_mps
+    ttc_valid = ahead & ego_moving & ~contact
     ttc = np.where(ttc_valid, ttc, np.inf)
     # In or entering the ego's path: the agent overlaps, now or within path_entry_horizon_s,
     # the ego box extended forward by gap_m and widened by path_lateral_margin_m per side.
@@ -654,7 +656,7 @@ def _close_encounters(ep: _Episode, cfg: CloseEncounterConfig, contact: np.ndarr
         ep.a_xy, ep.a_yaw, hl_a, hw_a, rel_vel, cfg.path_entry_horizon_s,
     )  # fmt: skip
     in_path = ahead & np.isfinite(in_path_t)
-    close = (in_path & (gap < cfg.gap_m) & ~contact) | (ttc < cfg.ttc_threshold_s)
+    close = ego_moving & ((in_path & (gap < cfg.gap_m) & ~contact) | (ttc < cfg.ttc_threshold_s))
     result["close_encounter"] = bool(close.any())
     if close.any():
         onsets = _onsets(ep, close)

@@ -186,6 +186,26 @@ def test_tailgater_is_not_close_encounter():
     assert out["close_encounter"] is False
 
 
+def test_pedestrian_passing_in_front_of_stopped_ego_is_not_close_encounter():
+    ped = AgentClass.PEDESTRIAN
+    walker = [
+        [vehicle("w", FRONT_M + 0.5 + 0.3, 3.0 - 1.2 * k * DT, vy=-1.2, cls=ped, length=0.6,
+                 width=0.6)]
+        for k in range(50)
+    ]  # fmt: skip
+    parked = evaluate_episode(make_record(constant_speed(0.0, 0.0, 50), walker))
+    assert parked["close_encounter"] is False and parked["collision"] is False
+    assert parked["min_gap_m"] == pytest.approx(0.5, abs=1e-6)  # in the path, but ego stopped
+    # the same crossing 0.5 m ahead of a moving ego is one
+    rolling = [
+        [vehicle("w", x + FRONT_M + 0.5 + 0.3, 3.0 - 1.2 * k * DT, vy=-1.2, cls=ped, length=0.6,
+                 width=0.6)]
+        for k, (x, _, _) in enumerate(constant_speed(0.0, 1.0, 50))
+    ]  # fmt: skip
+    moving = evaluate_episode(make_record(constant_speed(0.0, 1.0, 50), rolling))
+    assert moving["close_encounter"] is True
+
+
 def test_swept_overlap_start_head_on():
     # boxes 2 m long, 10 m apart centre to centre, closing at 4 m/s: gap 8 m -> 2 s
     one = np.ones(1)
