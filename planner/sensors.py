@@ -292,15 +292,16 @@ def clip_polygon_near(points: np.ndarray, near: float) -> np.ndarray:
         return points
     if not inside.any():
         return points[:0]
-    nxt = np.roll(points, -1, axis=0)
-    crosses = inside != np.roll(inside, -1)
-    dz = np.where(crosses, nxt[:, 2] - z, 1.0)
-    t = np.where(crosses, (near - z) / dz, 0.0)
-    hits = points + t[:, None] * (nxt - points)
-    # per edge i -> i+1: emit vertex i if inside, then the crossing point if the edge crosses
-    stacked = np.stack([points, hits], axis=1)  # (N, 2, 3)
-    keep = np.stack([inside, crosses], axis=1)  # (N, 2)
-    return stacked[keep]
+    # edge i runs from vertex i to vertex i + 1 (cyclic); it crosses when their sides differ
+    crosses = np.flatnonzero(inside != np.concatenate([inside[1:], inside[:1]]))
+    p0 = points[crosses]
+    p1 = points[(crosses + 1) % len(points)]
+    t = (near - p0[:, 2]) / (p1[:, 2] - p0[:, 2])
+    hits = p0 + t[:, None] * (p1 - p0)
+    # output order per edge i: vertex i if inside, then the crossing point if it crosses
+    keys = np.concatenate([2 * np.flatnonzero(inside), 2 * crosses + 1])
+    vertices = np.concatenate([points[inside], hits])
+    return vertices[np.argsort(keys, kind="stable")]
 
 
 def _clip_segments_near(a: np.ndarray, b: np.ndarray, near: float) -> tuple[np.ndarray, ...]:
@@ -332,79 +333,80 @@ def _polyline_arclength(points: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.hypot(d[:, 0], d[:, 1]))])
 
 
-# ---- meshes --------------------------------------------------------------------------------
-# Box corner order: bottom ring (front-left, rear-left, rear-right, front-right), then top.
-_BOX_FACES = (
-    (4, 5, 6, 7),  # top
-    (0, 3, 7, 4),  # front (+x)
-    (1, 0, 4, 5),  # left (+y)
-    (2, 1, 5, 6),  # rear (-x)
-    (3, 2, 6, 7),  # right (-y)
+# ---- solids ----------------------------------------------------------------------------------
+# Every solid is a box with 8 corners: bottom ring (front-left, rear-left, rear-right,
+# front-right), then the top ring; a cone is a box whose top ring collapses to the apex.
+# Faces are quads, counter-clockwise seen from outside.
+_BOX_FACES = np.array(
+    [
+        (4, 5, 6, 7),  # top
+        (0, 4, 7, 3),  # front (+x)
+        (1, 5, 4, 0),  # left (+y)
+        (2, 6, 5, 1),  # rear (-x)
+        (3, 7, 6, 2),  # right (-y)
+    ]
 )
-_BOX_NORMALS_LOCAL = np.array(
-    [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
-)
-_PYRAMID_FACES = ((0, 3, 4), (1, 0, 4), (2, 1, 4), (3, 2, 4))  # front, left, rear, right
+FACE_TOP, FACE_FRONT, FACE_LEFT, FACE_REAR, FACE_RIGHT = range(5)
+_CORNER_SIGNS = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
 
 
 @dataclass
-class _Mesh:
-    """A convex solid: vertices (V, 3) world, faces as index tuples, world normals (F, 3),
-    per-face base colours (F, 3), and the ground-plane centre used for painter's order."""
+class _Solids:
+    """N convex solids (vectorised: one matmul per camera projects them all).
+
+    vertices (N, 8, 3) world; normals (N, 5, 3) outward unit face normals; colors (N, 5, 3)
+    shaded RGB; faces_on (N, 5) faces that exist (a cone has no top); centers (N, 2) ground
+    position for painter's order."""
 
     vertices: np.ndarray
-    faces: tuple[tuple[int, ...], ...]
     normals: np.ndarray
     colors: np.ndarray
-    center: np.ndarray
-    outline: bool = True
+    faces_on: np.ndarray
+    centers: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.vertices)
 
 
-def _box_mesh(
-    cx: float,
-    cy: float,
-    z0: float,
-    yaw: float,
-    length: float,
-    width: float,
-    height: float,
-    color: np.ndarray,
-    face_colors: dict[int, np.ndarray] | None = None,
-) -> _Mesh:
-    c, s = math.cos(yaw), math.sin(yaw)
-    hl, hw = length / 2.0, width / 2.0
-    local = np.array([[hl, hw], [-hl, hw], [-hl, -hw], [hl, -hw]])
-    xy = local @ np.array([[c, s], [-s, c]]) + (cx, cy)
-    verts = np.empty((8, 3))
-    verts[:4, :2] = xy
-    verts[4:, :2] = xy
-    verts[:4, 2] = z0
-    verts[4:, 2] = z0 + height
-    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    normals = _BOX_NORMALS_LOCAL @ rot.T
-    colors = np.repeat(color[None, :], 5, axis=0)
-    for face, col in (face_colors or {}).items():
-        colors[face] = col
-    return _Mesh(verts, _BOX_FACES, normals, colors, np.array([cx, cy, z0 + height / 2]))
-
-
-def _pyramid_mesh(
-    cx: float, cy: float, yaw: float, length: float, width: float, height: float, color
-) -> _Mesh:
-    c, s = math.cos(yaw), math.sin(yaw)
-    hl, hw = length / 2.0, width / 2.0
-    local = np.array([[hl, hw], [-hl, hw], [-hl, -hw], [hl, -hw]])
-    xy = local @ np.array([[c, s], [-s, c]]) + (cx, cy)
-    verts = np.zeros((5, 3))
-    verts[:4, :2] = xy
-    verts[4] = (cx, cy, height)
-    normals = []
-    for face in _PYRAMID_FACES:
-        p = verts[list(face)]
-        n = np.cross(p[1] - p[0], p[2] - p[0])
-        normals.append(n / max(np.linalg.norm(n), 1e-12))
-    colors = np.repeat(np.asarray(color, dtype=np.float64)[None, :], 4, axis=0)
-    return _Mesh(verts, _PYRAMID_FACES, np.array(normals), colors, np.array([cx, cy, height / 2]))
+def _make_solids(
+    params: np.ndarray,
+    apex: np.ndarray,
+    face_colors: np.ndarray,
+    emissive: np.ndarray,
+    sun_world: np.ndarray,
+    ambient: float,
+    diffuse: float,
+) -> _Solids:
+    """params (N, 7): cx, cy, z0, yaw, length, width, height; apex (N,) bool (cones);
+    face_colors (N, 5, 3) base RGB; emissive (N, 5) faces that glow (lit lamps, unshaded)."""
+    n = len(params)
+    if n == 0:
+        return _Solids(
+            np.zeros((0, 8, 3)), np.zeros((0, 5, 3)), np.zeros((0, 5, 3)),
+            np.zeros((0, 5), bool), np.zeros((0, 2)),
+        )  # fmt: skip
+    cx, cy, z0, yaw, length, width, height = params.T
+    c, s = np.cos(yaw), np.sin(yaw)
+    lx = _CORNER_SIGNS[None, :, 0] * (length / 2)[:, None]  # (N, 4)
+    ly = _CORNER_SIGNS[None, :, 1] * (width / 2)[:, None]
+    ring = np.stack([cx[:, None] + c[:, None] * lx - s[:, None] * ly,
+                     cy[:, None] + s[:, None] * lx + c[:, None] * ly], axis=-1)  # fmt: skip
+    verts = np.empty((n, 8, 3))
+    verts[:, :4, :2] = ring
+    verts[:, 4:, :2] = ring
+    verts[apex, 4:, 0] = cx[apex, None]
+    verts[apex, 4:, 1] = cy[apex, None]
+    verts[:, :4, 2] = z0[:, None]
+    verts[:, 4:, 2] = (z0 + height)[:, None]
+    quads = verts[:, _BOX_FACES]  # (N, 5, 4, 3)
+    normals = np.cross(quads[:, :, 2] - quads[:, :, 0], quads[:, :, 3] - quads[:, :, 1])
+    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
+    normals = normals / np.maximum(norm, 1e-12)
+    faces_on = norm[..., 0] > 1e-9
+    shade = ambient + diffuse * np.clip(normals @ sun_world, 0.0, None)
+    shade[emissive] = 1.0
+    colors = np.clip(face_colors * shade[..., None], 0, 255)
+    return _Solids(verts, normals, colors, faces_on, np.stack([cx, cy], axis=1))
 
 
 # ---- appearance (plain or randomised) ------------------------------------------------------
@@ -470,10 +472,15 @@ class _CameraModel:
         key = (id(colors),)
         if self._background is not None and self._background_key == key:
             return self._background
-        # the ray through pixel (u, v) is R @ ((u - cx) / fx, (v - cy) / fy, 1): each ego-frame
-        # component is affine in u and v, so it is built from a row and a column (H, W)
-        u = ((np.arange(self.width) - self.cx) / self.fx).astype(np.float32)[None, :]
-        v = ((np.arange(self.height) - self.cy) / self.fy).astype(np.float32)[:, None]
+        # Computed at output resolution (the gradient is smooth) and repeated to the render
+        # resolution: area-downsampling then gives back exactly the output-resolution values.
+        # The ray through pixel (u, v) is R @ ((u - cx) / fx, (v - cy) / fy, 1): each ego-frame
+        # component is affine in u and v, so it is built from a row and a column (H, W).
+        k = self.scale
+        cols = k * np.arange(self.cfg.width_px) + (k - 1) / 2.0  # output pixel centres
+        rows = k * np.arange(self.cfg.height_px) + (k - 1) / 2.0
+        u = ((cols - self.cx) / self.fx).astype(np.float32)[None, :]
+        v = ((rows - self.cy) / self.fy).astype(np.float32)[:, None]
         r = self.ego_from_optical.astype(np.float32)
         fwd = r[0, 0] * u + r[0, 1] * v + r[0, 2]
         left = r[1, 0] * u + r[1, 1] * v + r[1, 2]
@@ -488,8 +495,8 @@ class _CameraModel:
         # looked up in a 512-entry colour table (much cheaper than blending (H, W, 3) arrays)
         key_px = np.where(up >= 0, sky_mix, -haze)
         idx = np.rint((key_px + 1.0) * 255.5).astype(np.intp)
-        k = np.arange(512, dtype=np.float64) / 255.5 - 1.0
-        sky_mix_t, haze_t = np.clip(k, 0, 1)[:, None], np.clip(-k, 0, 1)[:, None]
+        key_t = np.arange(512, dtype=np.float64) / 255.5 - 1.0
+        sky_mix_t, haze_t = np.clip(key_t, 0, 1)[:, None], np.clip(-key_t, 0, 1)[:, None]
         sky_t = (
             colors["sky_horizon_rgb"]
             + (colors["sky_top_rgb"] - colors["sky_horizon_rgb"]) * sky_mix_t
@@ -497,8 +504,12 @@ class _CameraModel:
         ground_t = (
             colors["terrain_rgb"] + (colors["sky_horizon_rgb"] - colors["terrain_rgb"]) * haze_t
         )
-        table = np.clip(np.where(k[:, None] >= 0, sky_t, ground_t) + 0.5, 0, 255).astype(np.uint8)
+        table = np.clip(np.where(key_t[:, None] >= 0, sky_t, ground_t) + 0.5, 0, 255).astype(
+            np.uint8
+        )
         bg = table[idx]
+        if k > 1:
+            bg = cv2.resize(bg, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         self._background, self._background_key = bg, key
         return bg
 
@@ -532,7 +543,7 @@ class _SceneGeometry:
     marking_color_key: list[str]  # per group
     marking_group: np.ndarray  # (K,) index into marking_color_key
     stop_line_polygons: list[np.ndarray]  # (4, 3)
-    meshes: list[_Mesh]
+    solids: _Solids
     poles_a: np.ndarray  # (P, 3) thin vertical / arm segments (poles), world
     poles_b: np.ndarray
     poles_center: np.ndarray  # (P, 3) for painter's order
@@ -683,22 +694,15 @@ def _build_scene_geometry(
         [c * sun_ego[0] - s * sun_ego[1], s * sun_ego[0] + c * sun_ego[1], sun_ego[2]]
     )
 
-    meshes: list[_Mesh] = []
+    # solids: one row of (cx, cy, z0, yaw, length, width, height) each
+    params, apex, face_rgb, glow = [], [], [], []
     for agent in scene.agents:
         _check_agent(agent)
-        col = colors[_CLASS_STYLE_KEY[AgentClass.parse(agent.agent_class)]]
-        if agent.agent_class == AgentClass.CONE:
-            meshes.append(
-                _pyramid_mesh(
-                    agent.x, agent.y, agent.yaw, agent.length, agent.width, agent.height, col
-                )
-            )
-        else:
-            meshes.append(
-                _box_mesh(
-                    agent.x, agent.y, 0.0, agent.yaw, agent.length, agent.width, agent.height, col
-                )
-            )
+        cls = AgentClass.parse(agent.agent_class)
+        params.append((agent.x, agent.y, 0.0, agent.yaw, agent.length, agent.width, agent.height))
+        apex.append(cls == AgentClass.CONE)
+        face_rgb.append(np.repeat(colors[_CLASS_STYLE_KEY[cls]][None, :], 5, axis=0))
+        glow.append(np.zeros(5, bool))
 
     poles_a, poles_b = [], []
     for light in scene.traffic_lights:
@@ -710,21 +714,16 @@ def _build_scene_geometry(
         right = np.array([travel[1], -travel[0]])
         depth, width, height = style.light_head_size_m
         head_xy = mid + style.light_offset_m * travel
-        lamp = colors[_LIGHT_STYLE_KEY[LightState.parse(light.state)]]
-        # face 3 (local -x) looks back along travel, at the approaching traffic
-        meshes.append(
-            _box_mesh(
-                head_xy[0],
-                head_xy[1],
-                style.light_height_m,
-                math.atan2(travel[1], travel[0]),
-                depth,
-                width,
-                height,
-                colors["light_housing_rgb"],
-                face_colors={3: lamp},
-            )
-        )
+        heading = math.atan2(travel[1], travel[0])
+        params.append((head_xy[0], head_xy[1], style.light_height_m, heading, depth, width, height))
+        apex.append(False)
+        rgb = np.repeat(colors["light_housing_rgb"][None, :], 5, axis=0)
+        # the rear face (local -x) looks back along travel, at the approaching traffic
+        rgb[FACE_REAR] = colors[_LIGHT_STYLE_KEY[LightState.parse(light.state)]]
+        face_rgb.append(rgb)
+        lit = np.zeros(5, bool)
+        lit[FACE_REAR] = True
+        glow.append(lit)
         # pole at the right end of the stop line and an arm over to the head
         pole_xy = (
             ends[int(np.argmax((ends - mid) @ right))] + 0.5 * right + style.light_offset_m * travel
@@ -736,7 +735,6 @@ def _build_scene_geometry(
     for sl in m.stop_lines.values():
         if not sl.is_stop_sign:
             continue
-        p = np.asarray(sl.points, dtype=np.float64).reshape(2, 2)
         placed = _light_placement(
             TrafficLight(id=f"sign:{sl.id}", state=LightState.UNKNOWN, stop_line_id=sl.id),
             m,
@@ -748,20 +746,24 @@ def _build_scene_geometry(
         right = np.array([travel[1], -travel[0]])
         post = ends[int(np.argmax((ends - mid) @ right))] + 0.8 * right
         size = style.stop_sign_size_m
-        meshes.append(
-            _box_mesh(
-                post[0],
-                post[1],
-                style.stop_sign_height_m,
-                math.atan2(travel[1], travel[0]),
-                0.05,
-                size,
-                size,
-                colors["stop_sign_rgb"],
-            )
-        )
+        heading = math.atan2(travel[1], travel[0])
+        params.append((post[0], post[1], style.stop_sign_height_m, heading, 0.05, size, size))
+        apex.append(False)
+        face_rgb.append(np.repeat(colors["stop_sign_rgb"][None, :], 5, axis=0))
+        glow.append(np.zeros(5, bool))
         poles_a.append((*post, 0.0))
         poles_b.append((*post, style.stop_sign_height_m))
+
+    # shading is fixed per frame: the sun does not move with the camera
+    solids = _make_solids(
+        np.array(params, dtype=np.float64).reshape(-1, 7),
+        np.array(apex, dtype=bool),
+        np.array(face_rgb, dtype=np.float64).reshape(-1, 5, 3),
+        np.array(glow, dtype=bool).reshape(-1, 5),
+        sun_world,
+        float(colors["_ambient"][0]),
+        float(colors["_diffuse"][0]),
+    )
 
     pa = np.array(poles_a, dtype=np.float64).reshape(-1, 3)
     pb = np.array(poles_b, dtype=np.float64).reshape(-1, 3)
@@ -775,9 +777,6 @@ def _build_scene_geometry(
     across = np.stack([-along[:, 1], along[:, 0]], axis=1)
     across /= np.maximum(np.linalg.norm(across, axis=1, keepdims=True), 1e-9)
     side = _to3d(across * (widths / 2.0)[:, None])
-    for mesh in meshes:  # shading is fixed per frame: the sun does not move with the camera
-        shade = style_shade(mesh.normals, sun_world, colors)
-        mesh.colors = np.clip(mesh.colors * shade[:, None], 0, 255)
     return _SceneGeometry(
         road_polygons=road,
         hole_polygons=holes,
@@ -788,17 +787,11 @@ def _build_scene_geometry(
         marking_color_key=color_keys,
         marking_group=cat(seg_g, 1).reshape(-1).astype(int) if seg_g else np.zeros(0, int),
         stop_line_polygons=stop_polys,
-        meshes=meshes,
+        solids=solids,
         poles_a=pa,
         poles_b=pb,
         poles_center=0.5 * (pa + pb),
     )
-
-
-def style_shade(normals: np.ndarray, sun_world: np.ndarray, colors: dict[str, np.ndarray]):
-    """(F,) Lambert shading factors for face normals (F, 3)."""
-    ambient, diffuse = colors["_ambient"][0], colors["_diffuse"][0]
-    return ambient + diffuse * np.clip(normals @ sun_world, 0.0, None)
 
 
 def _check_agent(agent: Agent) -> None:
@@ -1021,6 +1014,15 @@ class SensorRig:
                 np.clip(uv, -_MAX_ABS_PX, _MAX_ABS_PX, out=uv)
             return np.rint(uv * _SHIFT_SCALE).astype(np.int32)
 
+        def project_px(p: np.ndarray) -> np.ndarray:
+            """(..., 3) optical -> (..., 2) int32 fixed-point pixels; only entries with
+            z >= near are meaningful (the others are computed with z = 1 and ignored)."""
+            z = p[..., 2]
+            z = np.where(z >= near, z, 1.0)
+            uv = np.stack([cam.fx * p[..., 0] / z + cam.cx, cam.fy * p[..., 1] / z + cam.cy], -1)
+            np.clip(uv, -_MAX_ABS_PX, _MAX_ABS_PX, out=uv)
+            return np.rint(uv * _SHIFT_SCALE).astype(np.int32)
+
         def fill(polys: list[np.ndarray], color: np.ndarray) -> None:
             pts = []
             for poly in polys:
@@ -1046,14 +1048,21 @@ class SensorRig:
                 cam.fx * geo.marking_width_m / nearer >= cfg.style.marking_quad_min_px
             )
             as_line = keep & ~as_quad
-            for k in np.flatnonzero(as_quad):
-                side = geo.marking_side[k]
-                wa, wb = geo.marking_a[k], geo.marking_b[k]
-                quad = np.stack([wa + side, wb + side, wb - side, wa - side]) @ m.T + t
-                poly = clip_polygon_near(quad, near)
-                if len(poly) >= 3:
-                    color = colors[geo.marking_color_key[geo.marking_group[k]]].tolist()
-                    cv2.fillConvexPoly(img, to_px(poly), color, aa, _SHIFT)
+            if as_quad.any():
+                wa, wb = geo.marking_a[as_quad], geo.marking_b[as_quad]
+                side = geo.marking_side[as_quad]
+                quads = np.stack([wa + side, wb + side, wb - side, wa - side], axis=1)
+                quads = quads @ m.T + t  # (K, 4, 3) optical
+                quad_px = project_px(quads)
+                in_front = quads[..., 2].min(axis=1) >= near
+                quad_rgb = [colors[geo.marking_color_key[g]].tolist() for g in (0, 1)]
+                for k, g in enumerate(geo.marking_group[as_quad]):
+                    if in_front[k]:
+                        cv2.fillConvexPoly(img, quad_px[k], quad_rgb[g], aa, _SHIFT)
+                    else:
+                        poly = clip_polygon_near(quads[k], near)
+                        if len(poly) >= 3:
+                            cv2.fillConvexPoly(img, to_px(poly), quad_rgb[g], aa, _SHIFT)
             if as_line.any():
                 la, lb = _clip_segments_near(a[as_line], b[as_line], near)
                 self._draw_segments(
@@ -1073,16 +1082,34 @@ class SensorRig:
         # solids and poles far to near (painter's algorithm), by ground distance to the camera
         cam_pos = cam.camera_position(ego)
         items: list[tuple[float, int, int]] = []
-        for k, mesh in enumerate(geo.meshes):
-            items.append((float(np.hypot(*(mesh.center[:2] - cam_pos[:2]))), 0, k))
-        for k in range(len(geo.poles_a)):
-            items.append((float(np.hypot(*(geo.poles_center[k, :2] - cam_pos[:2]))), 1, k))
+        sol = geo.solids
+        if len(sol):
+            v = (sol.vertices.reshape(-1, 3) @ m.T + t).reshape(-1, 8, 3)  # (N, 8, 3) optical
+            z = v[..., 2]
+            corner_px = project_px(v)  # (N, 8, 2), meaningful where z >= near
+            u_px = corner_px[..., 0] / _SHIFT_SCALE
+            v_px = corner_px[..., 1] / _SHIFT_SCALE
+            w, h = cam.width, cam.height
+            offscreen = (z.min(axis=1) >= near) & (
+                (u_px.max(axis=1) < 0)
+                | (u_px.min(axis=1) > w)
+                | (v_px.max(axis=1) < 0)
+                | (v_px.min(axis=1) > h)
+            )
+            dist = np.hypot(*(sol.centers - cam_pos[:2]).T)
+            draw = (z.max(axis=1) >= near) & ~offscreen & (dist <= cfg.max_range_m)
+            # back-face culling: a face shows when the camera is on its outer side
+            to_cam = cam_pos - sol.vertices[:, _BOX_FACES[:, 0]]  # (N, 5, 3)
+            visible = sol.faces_on & ((sol.normals * to_cam).sum(axis=-1) > 0)
+            face_in_front = z[:, _BOX_FACES].min(axis=-1) >= near  # (N, 5)
+            face_rgb = sol.colors.tolist()
+            edge_rgb = (sol.colors * cfg.style.outline_factor).tolist()
+            items += [(float(dist[k]), 0, int(k)) for k in np.flatnonzero(draw)]
+        if len(geo.poles_a):
+            pole_dist = np.hypot(*(geo.poles_center[:, :2] - cam_pos[:2]).T)
+            items += [(float(d), 1, k) for k, d in enumerate(pole_dist) if d <= cfg.max_range_m]
         items.sort(reverse=True)
-        w, h = cam.width, cam.height
-        factor = cfg.style.outline_factor
-        for dist, kind, k in items:
-            if dist > cfg.max_range_m:
-                continue
+        for _, kind, k in items:
             if kind == 1:
                 a, b = _clip_segments_near(
                     (geo.poles_a[k : k + 1] @ m.T) + t, (geo.poles_b[k : k + 1] @ m.T) + t, near
@@ -1099,30 +1126,17 @@ class SensorRig:
                     to_px,
                 )
                 continue
-            mesh = geo.meshes[k]
-            v = mesh.vertices @ m.T + t  # (V, 3) optical
-            z = v[:, 2]
-            if z.max() < near:
-                continue
-            if z.min() >= near:  # wholly in front: cull if wholly outside one image side
-                u = cam.fx * v[:, 0] / z + cam.cx
-                vv = cam.fy * v[:, 1] / z + cam.cy
-                if u.max() < 0 or u.min() > w or vv.max() < 0 or vv.min() > h:
-                    continue
-            # back-face culling: a face is visible when the camera is on its outer side
-            to_cam = cam_pos[None, :] - mesh.vertices[[f[0] for f in mesh.faces]]
-            visible = (mesh.normals * to_cam).sum(axis=1) > 0
-            for f, face in enumerate(mesh.faces):
-                if not visible[f]:
-                    continue
-                poly = clip_polygon_near(v[list(face)], near)
-                if len(poly) < 3:
-                    continue
-                px = to_px(poly)
-                col = mesh.colors[f]
-                cv2.fillConvexPoly(img, px, col.tolist(), aa, _SHIFT)
-                if mesh.outline:
-                    cv2.polylines(img, [px], True, (col * factor).tolist(), 1, aa, _SHIFT)
+            for f in np.flatnonzero(visible[k]):
+                face = _BOX_FACES[f]
+                if face_in_front[k, f]:
+                    px = corner_px[k, face]
+                else:
+                    poly = clip_polygon_near(v[k, face], near)
+                    if len(poly) < 3:
+                        continue
+                    px = to_px(poly)
+                cv2.fillConvexPoly(img, px, face_rgb[k][f], aa, _SHIFT)
+                cv2.polylines(img, [px], True, edge_rgb[k][f], 1, aa, _SHIFT)
         return img
 
     @staticmethod
@@ -1138,12 +1152,13 @@ class SensorRig:
         to_px,
     ) -> None:
         """Draw clipped optical segments a -> b (K, 3) as anti-aliased lines whose thickness is
-        the true width at the nearer end (at least 1 render pixel)."""
+        the true width at the nearer end (at least 1 output pixel)."""
         if not len(a):
             return
         pa, pb = to_px(a), to_px(b)
         depth = np.minimum(a[:, 2], b[:, 2])
-        thick = np.clip(np.rint(cam.fx * width_m / depth), 1, 64).astype(int)
+        # at least one output pixel wide, so far markings survive the area-downsampling
+        thick = np.clip(np.rint(cam.fx * width_m / depth), cam.scale, 64).astype(int)
         w16, h16 = cam.width * _SHIFT_SCALE, cam.height * _SHIFT_SCALE
         onscreen = ~(
             ((pa[:, 0] < 0) & (pb[:, 0] < 0))
@@ -1342,7 +1357,9 @@ def save_example_strip(
     history = [example_scene(round(t_now - 0.1 * k, 3)) for k in range(cfg.frames - 1, 0, -1)]
     images = rig.render(example_scene(t_now), history)
     strip = camera_strip(images, rig, scale)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+    # maximum zlib effort: the randomised strip (pixel noise) would otherwise pass 200 KB
+    bgr = cv2.cvtColor(strip, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:
         raise RuntimeError(f"OpenCV could not encode the strip for {path}")
     return atomic_write_bytes(Path(path), buf.tobytes())
