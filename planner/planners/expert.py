@@ -556,10 +556,15 @@ class ExpertPlanner(PrivilegedPlanner):
                 if par == last:
                     break  # the route ends beside this chain: only a dead end matters now
         if path.dead_end_s is not None:
-            end = path.xy[int(path.index(path.dead_end_s))]
             wp = route.waypoints
             if len(wp) >= 1:
-                if float(np.hypot(*(wp[-1] - end))) < self.cfg.route_end_tolerance_m:
+                # the route ends before (or near) the dead end, on this road: nothing to do
+                s_end, lat_end = path.project(wp[-1:])
+                if (
+                    abs(float(lat_end[0])) < self.cfg.route_end_tolerance_m
+                    and float(s_end[0]) < path.dead_end_s + self.cfg.route_end_tolerance_m
+                    and abs(float(lat_end[0])) < 1.0 + path.half_width_left_m[-1]
+                ):
                     return None
             return (path.dead_end_s, "lane_end")
         return None
@@ -754,9 +759,7 @@ class ExpertPlanner(PrivilegedPlanner):
             if nb is not None:
                 candidates.append((side, nb, self._lane_path(index, nb, ego, ahead)))
         if not candidates:
-            if mandatory is not None:
-                self._note_pending(plan, path, mandatory, None, None, v, Side.NONE)
-            return path
+            return path  # nothing to change into (yet): a lane end still binds as a wall
 
         if mandatory is not None:
             reason, s_at = mandatory
@@ -994,11 +997,39 @@ class ExpertPlanner(PrivilegedPlanner):
         plan.pending = _PendingChange(side, reason, (f,), blocker, slow_to, merge)
 
     def _slow_to(self, target: ReferencePath, tobjs: _Objects, blocker: int) -> float | None:
-        """Gap searching: a blocker beside or ahead of the ego is let past by dropping below
-        its speed; for one behind, the ego keeps its speed (it cannot outrun it legally)."""
-        if tobjs.s_c[blocker] < target.s_ego - self._rear:
+        """Gap searching: the speed that brings the ego beside the nearest acceptable gap in
+        the target lane (the gap's leader speed, corrected by the distance to the gap's
+        middle), so the gap check can pass; None when the lane has no such gap."""
+        cfg = self.cfg
+        k = target.index(tobjs.s_c)
+        in_lane = tobjs.near & (tobjs.l_max > -target.half_width_right_m[k] + 0.2)
+        in_lane &= tobjs.l_min < target.half_width_left_m[k] - 0.2
+        in_lane &= np.abs(tobjs.heading_err) < 1.2
+        idx = np.flatnonzero(in_lane)
+        idx = idx[np.argsort(tobjs.s_c[idx])]
+        need = self._front + self._rear + cfg.lane_change_min_front_gap_m
+        need += cfg.lane_change_min_rear_gap_m + 2.0 * cfg.idm_min_gap_m
+        s_ego_c = target.s_ego + 0.5 * (self._front - self._rear)
+        best = None
+        bounds = [None, *idx.tolist(), None]
+        for f, lead in zip(bounds[:-1], bounds[1:]):
+            lo = -math.inf if f is None else float(tobjs.s_max[f])
+            hi = math.inf if lead is None else float(tobjs.s_min[lead])
+            if hi - lo < need:
+                continue
+            mid = (
+                0.5 * (lo + hi)
+                if math.isfinite(lo + hi)
+                else (hi - 0.5 * need if math.isfinite(hi) else lo + 0.5 * need)
+            )
+            if best is None or abs(mid - s_ego_c) < abs(best[0] - s_ego_c):
+                ref = lead if lead is not None else f
+                v_ref = float(tobjs.v_along[ref]) if ref is not None else self._scene.ego.speed
+                best = (mid, v_ref)
+        if best is None:
             return None
-        return max(2.0, float(tobjs.v_along[blocker]) - self.cfg.gap_search_speed_delta_mps)
+        mid, v_ref = best
+        return max(0.0, v_ref + cfg.gap_search_gain_per_s * (mid - s_ego_c))
 
     # ---- nudges -------------------------------------------------------------------------------
     def _static_candidates(self, path: ReferencePath, objs: _Objects, scene: Scene) -> list[int]:
@@ -1414,8 +1445,10 @@ class ExpertPlanner(PrivilegedPlanner):
             else:
                 continue
             if along:
-                # cut-in: an along-moving object sliding into the corridor soon leads now
-                if t_in <= cfg.cut_in_horizon_s:
+                # cut-in: an along-moving object sliding into the corridor soon leads now;
+                # one that follows its own lane only looks as if it slides where the ego's
+                # path bends (ramps, curves), so it must be heading off its lane towards us
+                if t_in <= cfg.cut_in_horizon_s and self._leaving_lane_towards(a, centre):
                     f = self._factor(path, objs, i, v, f"{_KIND_NAME[a.agent_class]} cutting in")
                     out.append(
                         _Constraint(
@@ -1472,6 +1505,19 @@ class ExpertPlanner(PrivilegedPlanner):
             )
         out.extend(self._conflict_constraints(path, objs, scene, v, v_max))
         return out
+
+    def _leaving_lane_towards(self, a: Agent, centre: float) -> bool:
+        """Is agent `a` (lateral `centre` from the ego corridor) heading off its own lane
+        towards the ego path?"""
+        index = self._index
+        if index is None:
+            return True
+        matches = index.match(a.x, a.y, a.yaw, 3.0, self.cfg.lane_match_max_heading_rad)
+        if not matches:
+            return True  # off every lane: trust the geometry
+        err = matches[0].heading_error
+        toward = -err if centre > 0 else err  # heading right when it is on our left
+        return toward > self.cfg.cut_in_min_heading_rad
 
     def _passable(
         self, i: int, objs: _Objects, offset: np.ndarray, path: ReferencePath, half: float

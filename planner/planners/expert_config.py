@@ -52,6 +52,7 @@ class ExpertConfig:
     stationary_speed_mps: float = 0.5
     object_search_lateral_m: float = 15.0  # ignore objects farther from the path
     cut_in_horizon_s: float = 3.0  # along-moving objects entering the corridor this soon lead
+    cut_in_min_heading_rad: float = 0.03  # heading off its own lane towards the ego path
     # ---- lane changes (MOBIL, Kesting, Treiber & Helbing 2007) -------------------------------
     mobil_politeness: float = 0.3
     mobil_threshold_mps2: float = 0.2
@@ -68,7 +69,7 @@ class ExpertConfig:
     discretionary_route_margin_m: float = 300.0  # never change into a lane ending this soon
     lane_end_stop_margin_m: float = 2.0
     route_end_tolerance_m: float = 10.0  # a lane ending this near the route's end is fine
-    gap_search_speed_delta_mps: float = 3.0  # slow below the blocking vehicle to fall behind
+    gap_search_gain_per_s: float = 0.3  # speed change per metre to the middle of the gap
     passing_max_accel_mps2: float = 2.0  # IDM a while overtaking
     passing_label_accel_mps2: float = 0.3  # "acceleration for passing" from this accel up
     # ---- nudges around static obstacles ------------------------------------------------------

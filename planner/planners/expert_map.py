@@ -47,6 +47,7 @@ class LaneGeometry:
     heading: np.ndarray  # (N,) heading of travel at each vertex, rad
     half_width_left_m: np.ndarray  # (N,) centerline -> left boundary
     half_width_right_m: np.ndarray  # (N,) centerline -> right boundary
+    _tree: cKDTree | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -60,6 +61,10 @@ class LaneGeometry:
         """(arc length, signed lateral offset, + = left) of the closest centerline point.
         `s_hint` restricts the search to +-8 m around it (long lanes have many vertices)."""
         lo, hi = 0, len(self.xy) - 1
+        if s_hint is None and hi > 32:
+            if self._tree is None:  # long lanes: find the neighbourhood first (cached per map)
+                self._tree = cKDTree(self.xy)
+            s_hint = float(self.s[self._tree.query(point)[1]])
         if s_hint is not None and hi > 16:
             lo = max(0, int(np.searchsorted(self.s, s_hint - 8.0)) - 1)
             hi = min(hi, int(np.searchsorted(self.s, s_hint + 8.0)) + 1)
@@ -310,6 +315,7 @@ class ReferencePath:
     # arc length where the chain ends without a successor (None: ends at the look-ahead)
     dead_end_s: float | None = None
     lane_ids: tuple[str, ...] = field(default_factory=tuple)
+    _tree: cKDTree | None = field(default=None, repr=False)
 
     @property
     def length(self) -> float:
@@ -324,8 +330,9 @@ class ReferencePath:
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         if len(pts) == 0:
             return np.zeros(0), np.zeros(0)
-        d2 = ((pts[:, None, :] - self.xy[None, :, :]) ** 2).sum(axis=2)  # (M, N)
-        i = np.argmin(d2, axis=1)
+        if self._tree is None:  # built on first use; a path lives for one planning call
+            self._tree = cKDTree(self.xy)
+        _, i = self._tree.query(pts)
         h = self.heading[i]
         c, sn = np.cos(h), np.sin(h)
         rel = pts - self.xy[i]
