@@ -59,7 +59,7 @@ class MetaActionConfig:
     lane_change_max_pause_s: float = 0.5  # pauses this short inside one move are bridged
     # -- smoothing (a noisy plan must not produce flickering segments)
     smoothing_window_s: float = 0.5  # centred moving average of accel and yaw rate
-    min_segment_s: float = 0.5  # shorter segments are merged into a neighbour
+    min_segment_s: float = 1.0  # shorter segments are merged into a neighbour
     # -- consistency check (decision vs meta-actions)
     longitudinal_window_s: float = 3.0  # the longitudinal decision is judged on [0, this]
     min_allowed_fraction: float = 0.6  # of that window covered by allowed meta-actions
