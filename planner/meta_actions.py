@@ -64,7 +64,7 @@ class MetaActionConfig:
     longitudinal_window_s: float = 3.0  # the longitudinal decision is judged on [0, this]
     min_allowed_fraction: float = 0.6  # of that window covered by allowed meta-actions
     low_speed_mps: float = 5.0  # "maintain speed" counts as yielding/stopping below this
-    nudge_min_offset_m: float = 0.25  # a nudge moves at least this far toward its side
+    nudge_min_offset_m: float = 0.15  # a nudge moves at least this far toward its side
     lane_change_min_progress_fraction: float = 0.3  # lane widths moved by a started change
 
     def __post_init__(self) -> None:
@@ -232,6 +232,13 @@ def _lane_frame(xy: np.ndarray, lane_geometry: np.ndarray | None) -> tuple[np.nd
             f"lane_geometry must be a finite (N>=2, 2) centerline polyline in the ego frame at "
             f"t0, got shape {lane.shape}"
         )
+    # only the part of the lane near the trajectory matters (and the projection below is
+    # dense (points x segments)): keep the vertices within a margin of the trajectory's box
+    margin = 20.0
+    lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
+    near = np.flatnonzero(((lane >= lo) & (lane <= hi)).all(axis=1))
+    if len(near) >= 1:
+        lane = lane[max(near[0] - 1, 0) : min(near[-1] + 2, len(lane))]
     a, b = lane[:-1], lane[1:]
     ab = b - a
     seg_len2 = np.maximum((ab**2).sum(axis=1), 1e-12)
