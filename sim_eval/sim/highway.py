@@ -102,18 +102,77 @@ def restore_behaviour_defaults() -> None:
 
 
 # ---- a faster Road -------------------------------------------------------------------------
-def _make_fast_road_class():
+def _make_fast_road_classes():
     from highway_env.road.lane import StraightLane
-    from highway_env.road.road import Road
+    from highway_env.road.road import Road, RoadNetwork
     from highway_env.vehicle.objects import Landmark
+
+    class FastRoadNetwork(RoadNetwork):
+        """`RoadNetwork` whose `get_closest_lane_index` (every vehicle, every substep) scores
+        all straight lanes with one numpy expression; other lanes use the stock distance.
+        Same formula as the stock loop (position distance + |heading difference|, first
+        minimum wins)."""
+
+        _lane_cache: tuple | None = None
+
+        def _lanes_arrays(self):
+            items = [
+                (idx, lane)
+                for idx, lane in (
+                    ((f, t, i), ln)
+                    for f, tos in self.graph.items()
+                    for t, ids in tos.items()
+                    for i, ln in enumerate(ids)
+                )
+            ]
+            if self._lane_cache is None or self._lane_cache[0] != len(items):
+                straight = np.array([type(ln) is StraightLane for _, ln in items], dtype=bool)
+                zero = np.zeros(2)
+
+                def attr(ln, name, default):  # only straight lanes' attributes are used
+                    return getattr(ln, name) if type(ln) is StraightLane else default
+
+                starts = np.array([attr(ln, "start", zero) for _, ln in items], dtype=float)
+                dirs = np.array([attr(ln, "direction", zero) for _, ln in items], dtype=float)
+                lats = np.array(
+                    [attr(ln, "direction_lateral", zero) for _, ln in items], dtype=float
+                )
+                lengths = np.array([float(ln.length) for _, ln in items])
+                headings = np.array([float(attr(ln, "heading", 0.0)) for _, ln in items])
+                self._lane_cache = (
+                    len(items),
+                    items,
+                    straight,
+                    starts,
+                    dirs,
+                    lats,
+                    lengths,
+                    headings,
+                )
+            return self._lane_cache
+
+        def get_closest_lane_index(self, position, heading=None):
+            _, items, straight, starts, dirs, lats, lengths, headings = self._lanes_arrays()
+            if not items:
+                return super().get_closest_lane_index(position, heading)
+            delta = np.asarray(position, dtype=float) - starts  # (L, 2)
+            s = (delta * dirs).sum(axis=1)
+            r = (delta * lats).sum(axis=1)
+            dist = np.abs(r) + np.maximum(s - lengths, 0) + np.maximum(0 - s, 0)
+            if heading is not None:
+                angle = ((heading - headings + np.pi) % (2 * np.pi)) - np.pi
+                dist = dist + np.abs(angle)
+            for k in np.flatnonzero(~straight):
+                dist[k] = items[k][1].distance_with_heading(position, heading)
+            return items[int(np.argmin(dist))][0]
 
     class FastRoad(Road):
         """highway-env's `Road` with the two O(N^2) loops vectorised, same results:
 
         - `neighbour_vehicles` (called 1-3 times per IDM car per substep) projects every
-          object onto straight lanes with one numpy expression instead of a Python loop;
-          positions are cached for the whole `act()` pass (actions do not move anything).
-          Curved lanes fall back to the stock loop.
+          object onto the straight search lanes with numpy instead of a Python loop;
+          positions and per-lane search lists are cached for the whole `act()` pass
+          (actions do not move anything). Curved lanes fall back to the stock loop.
         - `step` runs the stock collision handler only for pairs that pass the stock
           bounding-circle pre-check, computed for all pairs at once.
         Written by hand because highway-env offers no spatial index; the stock code is the
@@ -121,6 +180,8 @@ def _make_fast_road_class():
 
         _positions: np.ndarray | None = None
         _candidates: list | None = None
+        _index: dict | None = None
+        _search: dict | None = None
 
         def act(self) -> None:
             self._candidates = [
@@ -129,16 +190,19 @@ def _make_fast_road_class():
             self._positions = np.array(
                 [o.position for o in self._candidates], dtype=np.float64
             ).reshape(-1, 2)
+            self._index = {id(o): k for k, o in enumerate(self._candidates)}
+            self._search = {}
             try:
                 super().act()
             finally:
-                self._candidates = None
-                self._positions = None
+                self._candidates = self._positions = self._index = self._search = None
 
-        def neighbour_vehicles(self, vehicle, lane_index=None):
-            lane_index = lane_index or vehicle.lane_index
-            if not lane_index:
-                return None, None
+        def _search_lanes(self, lane_index):
+            """Stock search list (lane, next lanes, previous lanes) as arrays, or None if a
+            lane is not straight."""
+            cache = self._search
+            if cache is not None and lane_index in cache:
+                return cache[lane_index]
             lane = self.network.get_lane(lane_index)
             lanes_offsets = [(lane, 0.0)]
             if self.neighbour_vehicles_connected_lanes:
@@ -159,48 +223,66 @@ def _make_fast_road_class():
                             continue
                         lanes_offsets.append((prev_lane, -prev_lane.length))
             if any(type(ln) is not StraightLane for ln, _ in lanes_offsets):
+                arrays = None
+            else:
+                arrays = (
+                    lane,
+                    np.array([ln.start for ln, _ in lanes_offsets], dtype=float),  # (L, 2)
+                    np.array([ln.direction for ln, _ in lanes_offsets], dtype=float),
+                    np.array([ln.direction_lateral for ln, _ in lanes_offsets], dtype=float),
+                    np.array([ln.width / 2.0 + 1.0 for ln, _ in lanes_offsets]),  # margin 1 m
+                    np.array([ln.length for ln, _ in lanes_offsets], dtype=float),
+                    np.array([ln.VEHICLE_LENGTH for ln, _ in lanes_offsets], dtype=float),
+                    np.array([off for _, off in lanes_offsets], dtype=float),
+                )
+            if cache is not None:
+                cache[lane_index] = arrays
+            return arrays
+
+        def neighbour_vehicles(self, vehicle, lane_index=None):
+            lane_index = lane_index or vehicle.lane_index
+            if not lane_index:
+                return None, None
+            arrays = self._search_lanes(lane_index)
+            if arrays is None:
                 return super().neighbour_vehicles(vehicle, lane_index)
+            lane, starts, dirs, lats, half_w, lengths, veh_len, offsets = arrays
             if self._candidates is not None:
                 cands, pos = self._candidates, self._positions
+                self_k = self._index.get(id(vehicle), -1)
             else:
                 cands = [o for o in (*self.vehicles, *self.objects) if not isinstance(o, Landmark)]
                 pos = np.array([o.position for o in cands], dtype=np.float64).reshape(-1, 2)
+                self_k = next((k for k, o in enumerate(cands) if o is vehicle), -1)
             if not cands:
                 return None, None
             s = lane.local_coordinates(vehicle.position)[0]
-            s_all = np.full(len(cands), np.nan)
-            matched = np.zeros(len(cands), dtype=bool)
-            for ln, offset in lanes_offsets:
-                delta = pos - ln.start
-                s_v = delta @ ln.direction
-                lat_v = delta @ ln.direction_lateral
-                on = (
-                    (np.abs(lat_v) <= ln.width / 2.0 + 1.0)
-                    & (s_v >= -ln.VEHICLE_LENGTH)
-                    & (s_v < ln.length + ln.VEHICLE_LENGTH)
-                    & ~matched
-                )
-                s_all[on] = s_v[on] + offset
-                matched |= on
-            for k, o in enumerate(cands):
-                if o is vehicle:
-                    matched[k] = False
-                    break
+            delta = pos[None, :, :] - starts[:, None, :]  # (L, M, 2)
+            s_v = (delta * dirs[:, None, :]).sum(-1)  # (L, M)
+            lat_v = (delta * lats[:, None, :]).sum(-1)
+            on = (
+                (np.abs(lat_v) <= half_w[:, None])
+                & (s_v >= -veh_len[:, None])
+                & (s_v < (lengths + veh_len)[:, None])
+            )
+            matched = on.any(axis=0)  # (M,)
+            if self_k >= 0:
+                matched[self_k] = False
             idx = np.flatnonzero(matched)
             if len(idx) == 0:
                 return None, None
-            sv = s_all[idx]
+            first = on[:, idx].argmax(axis=0)  # the first search lane that holds each object
+            sv = s_v[first, idx] + offsets[first]
             v_front = v_rear = None
-            front = idx[sv >= s]
-            if len(front):
-                vals = s_all[front]
-                best = front[vals == vals.min()][-1]  # stock: `<=` lets the last tie win
-                v_front = cands[best]
-            rear = idx[sv < s]
-            if len(rear):
-                vals = s_all[rear]
-                best = rear[vals == vals.max()][0]  # stock: `>` keeps the first tie
-                v_rear = cands[best]
+            is_front = sv >= s
+            if is_front.any():
+                vals = sv[is_front]
+                cand = idx[is_front][vals == vals.min()]
+                v_front = cands[cand[-1]]  # stock: `<=` lets the last tie win
+            if (~is_front).any():
+                vals = sv[~is_front]
+                cand = idx[~is_front][vals == vals.max()]
+                v_rear = cands[cand[0]]  # stock: `>` keeps the first tie
             return v_front, v_rear
 
         def step(self, dt: float) -> None:
@@ -231,17 +313,25 @@ def _make_fast_road_class():
                 for j in np.flatnonzero(close_vo[i]):
                     vehicle.handle_collisions(self.objects[j], dt)
 
-    return FastRoad
+    return FastRoad, FastRoadNetwork
 
 
 _FAST_ROAD = None
+_FAST_NETWORK = None
 
 
 def fast_road_class():
-    global _FAST_ROAD
+    """`FastRoad` (see `_make_fast_road_classes`)."""
+    global _FAST_ROAD, _FAST_NETWORK
     if _FAST_ROAD is None:
-        _FAST_ROAD = _make_fast_road_class()
+        _FAST_ROAD, _FAST_NETWORK = _make_fast_road_classes()
     return _FAST_ROAD
+
+
+def fast_network_class():
+    """`FastRoadNetwork` (see `_make_fast_road_classes`)."""
+    fast_road_class()
+    return _FAST_NETWORK
 
 
 # ---- the ego ------------------------------------------------------------------------------
@@ -347,7 +437,6 @@ class HighwayEnvSimulator(Simulator):
         return self.world.time_s if self.world is not None else 0.0
 
     def reset(self, scenario: ScenarioSpec, seed: int | None = None) -> Scene:
-        from highway_env.road.road import RoadNetwork
 
         cfg = self.config
         seed = int(scenario.seed if seed is None else seed)
@@ -362,7 +451,7 @@ class HighwayEnvSimulator(Simulator):
             )
         family_seq, road_seq = np.random.SeedSequence(seed).spawn(2)
         road = fast_road_class()(
-            network=RoadNetwork(),
+            network=fast_network_class()(),
             vehicles=[],
             road_objects=[],
             np_random=np.random.default_rng(road_seq),
