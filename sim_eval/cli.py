@@ -118,16 +118,29 @@ def run_command(
         _check_planner_name(cfg.planner)
     scenarios = resolve_suite(cfg.suite, cfg.seeds)
     bar, update = _progress_runner(f"{cfg.planner} on {cfg.suite}")
-    with bar:
-        result = run_suite(
-            scenarios,
-            cfg,
-            out,
-            suite_name=cfg.suite,
-            workers=workers,
-            executor=executor,
-            progress=update,
+    try:
+        with bar:
+            result = run_suite(
+                scenarios,
+                cfg,
+                out,
+                suite_name=cfg.suite,
+                workers=workers,
+                executor=executor,
+                progress=update,
+            )
+    except KeyboardInterrupt:
+        from planner.io import JsonlResults
+        from sim_eval.runner import EPISODES_FILE
+
+        done = len(JsonlResults(Path(out) / EPISODES_FILE).done_keys())
+        typer.secho(
+            f"interrupted: {done} of {len(scenarios)} episodes are saved in {out}; rerun the "
+            "same command to finish the rest",
+            fg=typer.colors.YELLOW,
+            err=True,
         )
+        raise typer.Exit(code=130) from None
     _print_headline(result.summary, result.report_path)
     return result
 

@@ -269,6 +269,10 @@ def _draw_frame(data: dict[str, Any], i: int, cfg: ReportConfig, title: str) -> 
         lines.append(str(data["decision"][i]))
     if data["reasoning"][i]:
         lines += textwrap.wrap(str(data["reasoning"][i]), chars)
+    if i == len(data["ego"]) - 1:  # the last frame is never planned on: say how it ended
+        lines.append(f"episode ended: {meta['termination']}")
+        if meta.get("failure"):
+            lines += textwrap.wrap(str(meta["failure"]), chars)
     for k, line in enumerate(lines[:4]):
         cv2.putText(img, line[:chars], (4, view.h + 13 + 14 * k), font, scale, TEXT, 1, cv2.LINE_AA)
     return img
@@ -313,7 +317,7 @@ def severity(record: dict[str, Any]) -> tuple:
     return (
         record.get("status", "ok") != "ok" or _true(record, "planner_failed"),
         _true(record, "collision_at_fault"),
-        _true(record, "collision"),
+        _true(record, "collision") or record.get("termination") == "collision",
         _true(record, "offroad"),
         _true(record, "red_light_violation"),
         _true(record, "close_encounter"),
@@ -348,6 +352,8 @@ def _why(record: dict[str, Any]) -> str:
     if _true(record, "collision") and not _true(record, "collision_at_fault"):
         reasons.append("collision (not at fault)")
     reasons.append(f"route completion {_route_completion(record):.0%}")
+    if record.get("termination"):
+        reasons.append(f"ended: {record['termination']}")
     return "; ".join(reasons)
 
 

@@ -126,46 +126,35 @@ class EpisodeTask:
     simulator_factory: SimulatorFactory | None = None  # default: HighwayEnvSimulator
 
 
-# Per-process cache: a pool worker builds its simulator and planner once and reuses them for
-# every episode it runs (gym.make and checkpoint loading cost more than a short episode).
-_WORKER_CACHE: dict[str, Any] = {}
-
-
-def _cached(kind: str, key: str, build: Callable[[], Any]) -> Any:
-    full = f"{kind}:{key}"
-    if full not in _WORKER_CACHE:
-        _WORKER_CACHE[full] = build()
-    return _WORKER_CACHE[full]
+# Per-process cache of planners: a pool worker builds its planner once and reuses it for every
+# episode it runs (loading a checkpoint costs more than a short episode); `Planner.reset()`
+# clears its state between episodes. Simulators are built fresh for every episode instead:
+# building one is cheap (the road is built in `reset`), and nothing an episode left behind
+# can then make a result depend on which worker ran which episodes before it.
+_PLANNER_CACHE: dict[str, Planner] = {}
 
 
 def _factory_id(fn: Callable | None) -> str:
     return "default" if fn is None else f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
 
 
-def _sim_key(task: EpisodeTask) -> str:
-    return _factory_id(task.simulator_factory) + json.dumps(
-        to_dict(task.config.sim), sort_keys=True
-    )
-
-
 def _build(task: EpisodeTask) -> tuple[Simulator, Planner]:
     cfg = task.config
     sim_factory = task.simulator_factory or default_simulator_factory
-    simulator = _cached("sim", _sim_key(task), lambda: sim_factory(cfg.sim))
+    simulator = sim_factory(cfg.sim)
     planner_key = (
         _factory_id(task.planner_factory)
         + cfg.planner
         + json.dumps(to_dict(cfg.planner_options), sort_keys=True)
     )
-
-    def make() -> Planner:
+    if planner_key not in _PLANNER_CACHE:
         if task.planner_factory is not None:
-            return task.planner_factory()
-        from planner.planners import make_planner
+            _PLANNER_CACHE[planner_key] = task.planner_factory()
+        else:
+            from planner.planners import make_planner
 
-        return make_planner(cfg.planner, **cfg.planner_options)
-
-    return simulator, _cached("planner", planner_key, make)
+            _PLANNER_CACHE[planner_key] = make_planner(cfg.planner, **cfg.planner_options)
+    return simulator, _PLANNER_CACHE[planner_key]
 
 
 def _plan_once(planner: Planner, scene) -> PlannerOutput:
@@ -255,7 +244,6 @@ def run_episode_task(task: EpisodeTask) -> dict[str, Any]:
         row = evaluate_episode(record, task.config.metrics)
     except Exception as exc:  # noqa: BLE001 - recorded with its reason; the run goes on
         log.warning("episode %s errored: %s: %s", spec.key, type(exc).__name__, exc)
-        _WORKER_CACHE.pop("sim:" + _sim_key(task), None)  # rebuild a possibly broken simulator
         return failed_episode_record(
             spec.name,
             spec.family,
@@ -263,6 +251,8 @@ def run_episode_task(task: EpisodeTask) -> dict[str, Any]:
             f"{type(exc).__name__}: {exc}",
             traceback=traceback.format_exc(limit=6),
         )
+    finally:
+        simulator.close()
     log_file = None
     if task.log_dir is not None:
         from sim_eval.report import save_episode_log
