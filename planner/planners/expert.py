@@ -273,6 +273,7 @@ class ExpertPlanner(PrivilegedPlanner):
         self._route_order = {lid: i for i, lid in enumerate(scene.route.lane_ids)}
         self._scene = scene
         self._front, self._rear = front, rear
+        self._ahead = ahead
         plan = _Plan()
 
         cur_lane = self._localise(index, scene)
@@ -580,10 +581,13 @@ class ExpertPlanner(PrivilegedPlanner):
         return all(getattr(index.lanes[p].lane, attr) is None for p in preds)
 
     def _gap_check(
-        self, target: ReferencePath, objs: _Objects, v_ego: float
+        self, target: ReferencePath, objs: _Objects, v_ego: float, mandatory: bool = False
     ) -> tuple[bool, int | None, int | None, int | None]:
         """Is the target lane's gap acceptable? (ok, new leader idx, new follower idx,
-        blocking object idx)."""
+        blocking object idx). Discretionary changes use MOBIL's safe-braking test on IDM
+        accelerations; mandatory ones (lane end, route, blocked lane) accept the tighter
+        gaps that drivers take when they must: time gaps to the new leader and follower,
+        and closing speeds that a constant braking of `mobil_safe_decel_mps2` absorbs."""
         cfg = self.cfg
         s_front = target.s_ego + self._front
         s_rear = target.s_ego - self._rear
@@ -603,6 +607,23 @@ class ExpertPlanner(PrivilegedPlanner):
                 leader, best_lead = int(i), float(objs.s_min[i])
             if objs.s_max[i] <= s_rear and objs.s_max[i] > best_follow:
                 follower, best_follow = int(i), float(objs.s_max[i])
+        if mandatory:
+            b_safe = cfg.mobil_safe_decel_mps2
+            if follower is not None:
+                vf = max(0.0, float(objs.v_along[follower]))
+                gap = s_rear - best_follow - cfg.lane_change_min_rear_gap_m
+                need = vf * cfg.mandatory_rear_time_gap_s
+                closing = max(0.0, vf - v_ego)
+                if gap < need or closing * closing > 2.0 * b_safe * max(gap, 0.01):
+                    return False, leader, follower, follower
+            if leader is not None:
+                vl = max(0.0, float(objs.v_along[leader]))
+                gap = best_lead - s_front - cfg.lane_change_min_front_gap_m
+                need = v_ego * cfg.mandatory_front_time_gap_s
+                closing = max(0.0, v_ego - vl)
+                if gap < need or closing * closing > 2.0 * b_safe * max(gap, 0.01):
+                    return False, leader, follower, leader
+            return True, leader, follower, None
         if follower is not None:
             vf = max(0.0, float(objs.v_along[follower]))
             gap = s_rear - best_follow
@@ -773,7 +794,7 @@ class ExpertPlanner(PrivilegedPlanner):
             if best is not None:
                 _, side, nb, tp = best
                 tobjs = self._objects(tp, self._scene.agents)
-                ok, _, _, blocker = self._gap_check(tp, tobjs, v)
+                ok, _, _, blocker = self._gap_check(tp, tobjs, v, mandatory=True)
                 merge = reason == "lane_end" and self._is_merge_lane(cur_lane, side)
                 if ok and v > 0.5:
                     self._start_lc(nb, cur_lane, side, reason, None, merge, False)
@@ -800,7 +821,7 @@ class ExpertPlanner(PrivilegedPlanner):
                 if prob is not None and prob[0] - tp.s_ego < cfg.discretionary_route_margin_m:
                     continue
                 tobjs = self._objects(tp, self._scene.agents)
-                ok, _, _, blocker = self._gap_check(tp, tobjs, v)
+                ok, _, _, blocker = self._gap_check(tp, tobjs, v, mandatory=True)
                 if ok:
                     self._start_lc(
                         nb, cur_lane, side, "blocked", objs.agents[i_obs].id, False, False
@@ -964,7 +985,9 @@ class ExpertPlanner(PrivilegedPlanner):
         """The reason the lane change was started, re-measured on the current scene."""
         if lc.reason in ("lane_end", "route"):
             # measure on the origin lane's path: where it ends / leaves the route
-            problem = self._route_problem(origin) if self._lane == lc.origin_lane else None
+            if self._lane != lc.origin_lane and lc.origin_lane in self._index.lanes:
+                origin = self._lane_path(self._index, lc.origin_lane, self._scene.ego, self._ahead)
+            problem = self._route_problem(origin)
             s_at = problem[0] if problem is not None else None
             f = self._rule_factor(origin, lc.reason, s_at, v)
             if lc.lateral == LateralDecision.MERGE_SPLIT:
@@ -1356,7 +1379,10 @@ class ExpertPlanner(PrivilegedPlanner):
             )
         # a lane that ends (not at the route's end)
         problem = self._route_problem(path)
-        if problem is not None and problem[1] == "lane_end":
+        # The end of a lane is a wall only within comfortable stopping distance (plus a
+        # margin): farther away a driver still expects to change lanes before it.
+        reach = v * v / (2.0 * cfg.idm_comfort_decel_mps2) + cfg.lane_end_activation_margin_m
+        if problem is not None and problem[1] == "lane_end" and problem[0] - s_front < reach:
             f = self._rule_factor(path, "lane_end", problem[0], v)
             out.append(
                 _Constraint(

@@ -66,8 +66,11 @@ class ExpertConfig:
     lane_change_min_rear_gap_m: float = 3.0
     lane_change_abort_max_progress_m: float = 1.5  # abort only while this close to the origin
     mandatory_lane_change_lookahead_m: float = 250.0
+    mandatory_front_time_gap_s: float = 0.5  # accepted gaps when the change is a must
+    mandatory_rear_time_gap_s: float = 0.6
     discretionary_route_margin_m: float = 300.0  # never change into a lane ending this soon
     lane_end_stop_margin_m: float = 2.0
+    lane_end_activation_margin_m: float = 30.0  # wall within stopping distance + this
     route_end_tolerance_m: float = 10.0  # a lane ending this near the route's end is fine
     gap_search_gain_per_s: float = 0.3  # speed change per metre to the middle of the gap
     passing_max_accel_mps2: float = 2.0  # IDM a while overtaking
