@@ -147,6 +147,7 @@ class RenderStyleConfig:
     sky_horizon_rgb: RGB = (190, 212, 236)
     terrain_rgb: RGB = (104, 124, 80)
     haze_distance_m: float = 250.0  # terrain fades to the horizon colour over this distance
+    sky_gradient_deg: float = 35.0  # sky goes from horizon to top colour over this elevation
     road_rgb: RGB = (78, 78, 84)
     marking_rgb: RGB = (236, 236, 236)
     road_edge_rgb: RGB = (214, 206, 170)
@@ -203,12 +204,15 @@ class RandomizationConfig:
     brightness_range: float = 0.3  # image scaled by U(1 - r, 1 + r)
     contrast_range: float = 0.25  # contrast about mid-grey scaled by U(1 - r, 1 + r)
     gamma_range: float = 0.25  # gamma drawn from U(1 - r, 1 + r)
-    sun_random: bool = True  # random sun azimuth / elevation and ambient share
+    sun_random: bool = True  # random sun azimuth (0..360 deg), elevation and ambient share
+    sun_elevation_range_deg: tuple[float, float] = (15.0, 75.0)
+    ambient_range: tuple[float, float] = (0.4, 0.8)  # diffuse share = 1 - ambient
     pose_jitter_deg: float = 1.5  # std of camera yaw / pitch / roll jitter
     pose_jitter_m: float = 0.05  # std of camera x / y / z jitter
     noise_std_max: float = 8.0  # Gaussian pixel noise std drawn from U(0, max), uint8 units
     blur_probability: float = 0.4
-    blur_sigma_max_px: float = 1.0  # Gaussian blur sigma drawn from U(0.3, max)
+    blur_sigma_min_px: float = 0.3  # Gaussian blur sigma drawn from U(min, max)
+    blur_sigma_max_px: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("color_jitter", "brightness_range", "contrast_range", "gamma_range"):
@@ -218,6 +222,17 @@ class RandomizationConfig:
             raise ValueError("randomization.blur_probability must be in [0, 1]")
         if min(self.pose_jitter_deg, self.pose_jitter_m, self.noise_std_max) < 0:
             raise ValueError("randomization jitter and noise magnitudes must be >= 0")
+        if not 0.0 < self.blur_sigma_min_px <= self.blur_sigma_max_px:
+            raise ValueError("randomization needs 0 < blur_sigma_min_px <= blur_sigma_max_px")
+        lo, hi = self.ambient_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"randomization.ambient_range={self.ambient_range}: need 0<=lo<=hi<=1")
+        lo, hi = self.sun_elevation_range_deg
+        if not 0.0 <= lo <= hi <= 90.0:
+            raise ValueError(
+                f"randomization.sun_elevation_range_deg={self.sun_elevation_range_deg}: "
+                "need 0 <= lo <= hi <= 90"
+            )
 
 
 @dataclass
@@ -445,7 +460,6 @@ class _CameraModel:
         )
         self.ego_from_optical = r_mount @ _BODY_FROM_OPTICAL  # (3, 3)
         self._background: np.ndarray | None = None
-        self._background_key: tuple | None = None
 
     def world_to_optical(self, ego: EgoState) -> tuple[np.ndarray, np.ndarray]:
         """(M, t): p_optical = M @ p_world + t for this camera on the ego at `ego`."""
@@ -466,11 +480,11 @@ class _CameraModel:
             ]
         )
 
-    def background(self, colors: dict[str, np.ndarray], haze_distance_m: float) -> np.ndarray:
+    def background(self, colors: dict[str, np.ndarray], style: RenderStyleConfig) -> np.ndarray:
         """(H, W, 3) uint8 sky gradient above the horizon, hazy terrain below. Depends only
-        on the mount (not the ego pose: the ground is flat), so it is computed once."""
-        key = (id(colors),)
-        if self._background is not None and self._background_key == key:
+        on the mount and the colours (not the ego pose: the ground is flat), so it is
+        computed once; a camera model belongs to one appearance, whose colours are fixed."""
+        if self._background is not None:
             return self._background
         # Computed at output resolution (the gradient is smooth) and repeated to the render
         # resolution: area-downsampling then gives back exactly the output-resolution values.
@@ -486,11 +500,12 @@ class _CameraModel:
         left = r[1, 0] * u + r[1, 1] * v + r[1, 2]
         up = r[2, 0] * u + r[2, 1] * v + r[2, 2]
         horiz = np.sqrt(fwd * fwd + left * left)
-        # sky: horizon colour at elevation 0 fading to the top colour at 35 degrees
-        sky_mix = np.clip(up / np.maximum(horiz, 1e-6) / math.tan(math.radians(35.0)), 0, 1)
+        # sky: horizon colour at elevation 0 fading to the top colour at sky_gradient_deg
+        tan_top = math.tan(math.radians(style.sky_gradient_deg))
+        sky_mix = np.clip(up / np.maximum(horiz, 1e-6) / tan_top, 0, 1)
         # terrain: fades into the horizon colour with the ground distance along the ray
         dist = self.mount_xyz[2] * horiz / np.maximum(-up, 1e-6)
-        haze = np.clip(dist / haze_distance_m, 0.0, 1.0)
+        haze = np.clip(dist / style.haze_distance_m, 0.0, 1.0)
         # one scalar per pixel, key in [-1, 1]: sky mix (>= 0) or minus the ground haze (< 0),
         # looked up in a 512-entry colour table (much cheaper than blending (H, W, 3) arrays)
         key_px = np.where(up >= 0, sky_mix, -haze)
@@ -510,7 +525,7 @@ class _CameraModel:
         bg = table[idx]
         if k > 1:
             bg = cv2.resize(bg, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
-        self._background, self._background_key = bg, key
+        self._background = bg
         return bg
 
 
@@ -633,7 +648,12 @@ def _light_placement(
 
 
 def _build_scene_geometry(
-    scene: Scene, style: RenderStyleConfig, colors: dict[str, np.ndarray], sun_ego: np.ndarray
+    scene: Scene,
+    style: RenderStyleConfig,
+    colors: dict[str, np.ndarray],
+    sun_ego: np.ndarray,
+    ambient: float,
+    diffuse: float,
 ) -> _SceneGeometry:
     m = scene.map
     road: list[np.ndarray] = []
@@ -761,8 +781,8 @@ def _build_scene_geometry(
         np.array(face_rgb, dtype=np.float64).reshape(-1, 5, 3),
         np.array(glow, dtype=bool).reshape(-1, 5),
         sun_world,
-        float(colors["_ambient"][0]),
-        float(colors["_diffuse"][0]),
+        ambient,
+        diffuse,
     )
 
     pa = np.array(poles_a, dtype=np.float64).reshape(-1, 3)
@@ -850,6 +870,8 @@ class SensorRig:
         out = np.empty(
             (len(self.camera_names), len(frames), self.height_px, self.width_px, 3), np.uint8
         )
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise InvalidInputError(f"SensorRig.render seed must be an int >= 0, got {seed!r}")
         if rnd.enabled:
             rng = np.random.default_rng([rnd.seed, seed]) if seed is not None else self._rng
             look = self._make_appearance(rng)
@@ -933,16 +955,15 @@ class SensorRig:
         diffuse = style.diffuse
         if rng is None:
             cams = [_CameraModel(c, self.config.supersample) for c in self.config.cameras]
-            colors["_ambient"], colors["_diffuse"] = np.array([ambient]), np.array([diffuse])
             return _Appearance(colors, _sun_vector(az, el), ambient, diffuse, cams)
         j = rnd.color_jitter
         for k in list(colors):
             colors[k] = np.clip(colors[k] * rng.uniform(1 - j, 1 + j, 3), 0, 255)
         if rnd.sun_random:
-            az, el = rng.uniform(0.0, 360.0), rng.uniform(15.0, 75.0)
-            ambient = rng.uniform(0.4, 0.8)
+            az = rng.uniform(0.0, 360.0)
+            el = rng.uniform(*rnd.sun_elevation_range_deg)
+            ambient = rng.uniform(*rnd.ambient_range)
             diffuse = 1.0 - ambient
-        colors["_ambient"], colors["_diffuse"] = np.array([ambient]), np.array([diffuse])
         cams = []
         for c in self.config.cameras:
             jit = np.concatenate(
@@ -960,7 +981,7 @@ class SensorRig:
         lut = (np.clip(y, 0.0, 1.0) ** gamma * 255.0 + 0.5).astype(np.uint8)
         noise = rng.uniform(0.0, rnd.noise_std_max)
         blur = (
-            rng.uniform(0.3, max(rnd.blur_sigma_max_px, 0.3))
+            rng.uniform(rnd.blur_sigma_min_px, rnd.blur_sigma_max_px)
             if rng.uniform() < rnd.blur_probability
             else 0.0
         )
@@ -984,7 +1005,9 @@ class SensorRig:
     # -- rasterisation --------------------------------------------------------------------------
     def _render_scene(self, scene: Scene, look: _Appearance) -> np.ndarray:
         """(N_cam, H, W, 3) uint8 of one instant."""
-        geo = _build_scene_geometry(scene, self.config.style, look.colors, look.sun_ego)
+        geo = _build_scene_geometry(
+            scene, self.config.style, look.colors, look.sun_ego, look.ambient, look.diffuse
+        )
         out = np.empty((len(look.cameras), self.height_px, self.width_px, 3), np.uint8)
         for i, cam in enumerate(look.cameras):
             img = self._draw_camera(scene.ego, cam, geo, look)
@@ -1001,7 +1024,7 @@ class SensorRig:
     ) -> np.ndarray:
         cfg = self.config
         near, colors = cfg.near_plane_m, look.colors
-        img = cam.background(colors, cfg.style.haze_distance_m).copy()
+        img = cam.background(colors, cfg.style).copy()
         m, t = cam.world_to_optical(ego)
         aa = cv2.LINE_AA
 
@@ -1178,7 +1201,7 @@ class SensorRig:
 # ---- an example scene and strips (docs/images, the benchmark) --------------------------------
 def example_scene(t_s: float = 0.0, light_state: LightState = LightState.RED) -> Scene:
     """A representative generated scene at time `t_s`: a three-lane road (plus one oncoming
-    lane) that bends left after 60 m, a signalised stop line 45 m ahead of the start, 20
+    lane) that bends left after 60 m, a signalised stop line 45 m ahead of the start, 21
     agents (queued and moving vehicles, oncoming traffic, pedestrians, a cyclist, cones and a
     static obstacle). Agents move at constant speed along their lanes, so consecutive times
     give consistent history frames."""

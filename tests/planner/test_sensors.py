@@ -325,3 +325,24 @@ def test_project_matches_rendered_agent_class_colours(rig):
     yellow = (img[..., 0] > 150) & (img[..., 1] > 120) & (img[..., 2] < 60)
     assert yellow.sum() > 3
     assert vehicle_mask(img).sum() == 0
+
+
+def test_curved_road_with_drivable_area_and_stop_sign(rig):
+    from planner.geometry import drivable_area
+    from tests.helpers import curved_road_map
+
+    m = curved_road_map(radius_m=30.0)
+    drivable_area(m)  # a shapely polygon: drawn as the road surface too
+    m.stop_lines["sign"] = StopLine(
+        id="sign",
+        points=np.array([[-5.0, -1.85], [-5.0, 1.85]]),
+        lane_ids=("approach",),
+        is_stop_sign=True,
+    )
+    scene = make_scene(m, ego_xy=(-18.0, 0.0), ego_speed_mps=5.0)  # sign ~11 m ahead
+    img = rig.render(scene)[FRONT, -1]
+    red = red_mask(img)
+    assert red.sum() >= 1
+    assert np.nonzero(red)[1].mean() > (img.shape[1] - 1) / 2  # the sign stands on the right
+    road = np.abs(img.astype(int) - [78, 78, 84]).max(axis=2) < 6
+    assert road[-1].sum() > img.shape[1] // 3  # the road fills the bottom row's middle
