@@ -321,9 +321,8 @@ def test_project_matches_rendered_agent_class_colours(rig):
     # every class gets a distinct colour: pedestrians yellow, cones orange
     ped = make_agent("ped", 12.0, 3.7, agent_class=AgentClass.PEDESTRIAN, length=0.6, width=0.6)
     ped.height = 1.8
-    img = rig.render(road_scene([ped]))[FRONT, -1].astype(int)
-    yellow = (img[..., 0] > 150) & (img[..., 1] > 120) & (img[..., 2] < 60)
-    assert yellow.sum() > 3
+    img = rig.render(road_scene([ped]))[FRONT, -1]
+    assert yellow_mask(img).sum() > 3
     assert vehicle_mask(img).sum() == 0
 
 
@@ -346,3 +345,34 @@ def test_curved_road_with_drivable_area_and_stop_sign(rig):
     assert np.nonzero(red)[1].mean() > (img.shape[1] - 1) / 2  # the sign stands on the right
     road = np.abs(img.astype(int) - [78, 78, 84]).max(axis=2) < 6
     assert road[-1].sum() > img.shape[1] // 3  # the road fills the bottom row's middle
+
+
+def yellow_mask(img: np.ndarray) -> np.ndarray:
+    r, g, b = (img[..., i].astype(int) for i in range(3))
+    return (r > 150) & (g > 120) & (b < 60)
+
+
+def brown_mask(img: np.ndarray) -> np.ndarray:
+    """Static-obstacle brown (150, 96, 52), shaded; not terrain (greener) nor road (grey)."""
+    r, g, b = (img[..., i].astype(int) for i in range(3))
+    return (r > 90) & (r - g > 30) & (g - b > 15) & (b < 80)
+
+
+@pytest.mark.parametrize("near_first", [True, False])
+def test_painter_order_near_box_hides_far_one(rig, near_first):
+    # a tall van 10 m ahead hides a large obstacle 30 m ahead on the same line, whatever the
+    # order of the agent list
+    van = make_agent("van", 10.0 + 1.45, 3.7)
+    van.height = 2.5
+    block = make_agent(
+        "block", 30.0, 3.7, agent_class=AgentClass.STATIC_OBSTACLE, length=2.5, width=2.5
+    )
+    block.height = 3.0
+    agents = [van, block] if near_first else [block, van]
+    img = rig.render(road_scene(agents))[FRONT, -1]
+    assert vehicle_mask(img).sum() > 20
+    assert brown_mask(img).sum() == 0
+    # moved one lane to the right, it shows beside the van
+    block.y = 0.0
+    img = rig.render(road_scene(agents))[FRONT, -1]
+    assert brown_mask(img).sum() > 3
