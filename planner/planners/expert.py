@@ -123,6 +123,15 @@ def _side_of(lateral: float, s_ahead: float, threshold: float) -> Side:
     return Side.LEFT if lateral > 0 else Side.RIGHT
 
 
+def _point_to_box(p: np.ndarray, a: Agent) -> float:
+    """Distance (m) from world point p to agent a's box (0 inside)."""
+    c, s = math.cos(a.yaw), math.sin(a.yaw)
+    dx, dy = p[0] - a.x, p[1] - a.y
+    lx = abs(c * dx + s * dy) - 0.5 * a.length
+    ly = abs(-s * dx + c * dy) - 0.5 * a.width
+    return math.hypot(max(lx, 0.0), max(ly, 0.0))
+
+
 _VRU = (AgentClass.PEDESTRIAN, AgentClass.CYCLIST)
 _KIND_NAME = {
     AgentClass.VEHICLE: "vehicle",
@@ -483,10 +492,21 @@ class ExpertPlanner(PrivilegedPlanner):
         description: str,
     ) -> CausalFactor:
         """A CRITICAL_OBJECT factor measured on `path`: distance from the front bumper to the
-        object's nearest box point along the path, speed along the path minus the ego's."""
+        object's nearest box point along the path (for an object far off the path, e.g. one
+        approaching a crossing, the straight-line distance from the front bumper's centre to
+        its box), speed along the path minus the ego's."""
         a = objs.agents[i]
         s_front = path.s_ego + self._front
-        if objs.s_max[i] < path.s_ego - self._rear:
+        off_path = abs(float(objs.l_c[i]) - path.lateral_ego) > self.cfg.factor_path_lateral_m
+        off_path |= not (0.0 <= float(objs.s_c[i]) <= path.length - 1.0)
+        if off_path:
+            ego = self._scene.ego
+            bumper = np.array(
+                [ego.x + self._front * math.cos(ego.yaw), ego.y + self._front * math.sin(ego.yaw)]
+            )
+            dist = _point_to_box(bumper, a)
+            along = float(objs.s_c[i] - s_front)
+        elif objs.s_max[i] < path.s_ego - self._rear:
             dist = path.s_ego - self._rear - objs.s_max[i]  # behind: rear bumper to its front
             along = -1.0
         else:
@@ -518,6 +538,8 @@ class ExpertPlanner(PrivilegedPlanner):
     # ---- lane changes -----------------------------------------------------------------------
     def _neighbour(self, lane_id: str, side: Side) -> str | None:
         index = self._index
+        if lane_id not in index.lanes:
+            return None
         lane = index.lanes[lane_id].lane
         nb = lane.left_neighbor if side == Side.LEFT else lane.right_neighbor
         kind = lane.left_boundary_kind if side == Side.LEFT else lane.right_boundary_kind
@@ -1532,6 +1554,27 @@ class ExpertPlanner(PrivilegedPlanner):
         out.extend(self._conflict_constraints(path, objs, scene, v, v_max))
         return out
 
+    def _will_stop_at_light(self, a: Agent, lane_id: str, scene: Scene) -> bool:
+        """Does agent `a` on `lane_id` face a red light (or a yellow it can stop for) whose
+        stop line is still ahead of it?"""
+        for light in scene.traffic_lights:
+            if light.state not in (LightState.RED, LightState.YELLOW):
+                continue
+            line = scene.map.stop_lines.get(light.stop_line_id or "")
+            lanes = set(light.lane_ids) | set(line.lane_ids if line is not None else ())
+            if lane_id not in lanes or line is None:
+                continue
+            mid = np.asarray(line.points, dtype=np.float64).reshape(-1, 2).mean(axis=0)
+            ahead = (mid[0] - a.x) * math.cos(a.yaw) + (mid[1] - a.y) * math.sin(a.yaw)
+            front = ahead - 0.5 * a.length
+            if front < 0.0:
+                continue  # already past its line
+            if light.state == LightState.RED:
+                return True
+            if a.speed**2 <= 2.0 * self.cfg.yellow_max_decel_mps2 * max(front, 0.1):
+                return True
+        return False
+
     def _leaving_lane_towards(self, a: Agent, centre: float) -> bool:
         """Is agent `a` (lateral `centre` from the ego corridor) heading off its own lane
         towards the ego path?"""
@@ -1602,6 +1645,8 @@ class ExpertPlanner(PrivilegedPlanner):
             lane0 = index.lane_ids[lane_idx[j]]
             if lane0 in path.lane_ids:
                 continue  # in the ego's own lanes: a leader or follower, not a conflict
+            if self._will_stop_at_light(a, lane0, scene):
+                continue  # it has a red light before the conflict: it stops, we go
             speed = math.hypot(a.vx, a.vy)
             reach = speed * PLAN_STEPS * PLAN_DT_S + 20.0
             # walk the agent's lanes (all branches: its route is unknown)
@@ -1657,8 +1702,14 @@ class ExpertPlanner(PrivilegedPlanner):
                 continue  # committed
             if d_stop < -0.5 and v < 1.0 and kind == "merge":
                 continue
-            where = "merging into the ego's lane" if kind == "merge" else "crossing the ego path"
-            f = self._factor(path, objs, i, v, f"{_KIND_NAME[a.agent_class]} {where} with priority")
+            where = (
+                "merging into the ego's lane"
+                if kind == "merge"
+                else "whose path crosses the ego path"
+            )
+            when = "before the ego" if t_a <= t_e else f"within {gap:.1f} s of the ego"
+            desc = f"{_KIND_NAME[a.agent_class]} {where}, arriving {when}"
+            f = self._factor(path, objs, i, v, desc)
             fy = CausalFactor(
                 CausalFactorKind.YIELD_CONTROL,
                 "yield at the merge" if kind == "merge" else "yield at the conflict point",

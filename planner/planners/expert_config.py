@@ -107,6 +107,7 @@ class ExpertConfig:
     turn_heading_change_rad: float = 0.6
     turn_lookahead_m: float = 25.0
     side_ahead_lateral_m: float = 1.2  # |lateral| below this: the object is ahead/behind
+    factor_path_lateral_m: float = 6.0  # farther off the path: straight-line distance
 
     def __post_init__(self) -> None:
         positive = (
