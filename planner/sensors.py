@@ -165,6 +165,8 @@ class RenderStyleConfig:
     pole_rgb: RGB = (90, 90, 90)
     stop_sign_rgb: RGB = (220, 20, 30)
     outline_factor: float = 0.55  # box edges drawn at this fraction of the face colour
+    vehicle_front_tint: float = 1.3  # vehicle / cyclist front face colour factor
+    vehicle_rear_tint: float = 0.75  # vehicle / cyclist rear face colour factor
     marking_width_m: float = 0.15
     road_edge_width_m: float = 0.25
     dash_length_m: float = 3.0
@@ -585,6 +587,14 @@ def _boundary_segments(
     )
 
 
+def _distance_to_polyline(points: np.ndarray, p: np.ndarray) -> float:
+    """Shortest distance (m) from point p (2,) to a polyline (N >= 2, 2)."""
+    a, ab = points[:-1], np.diff(points, axis=0)
+    u = np.clip(((p - a) * ab).sum(axis=1) / np.maximum((ab * ab).sum(axis=1), 1e-12), 0, 1)
+    d = a + u[:, None] * ab - p
+    return float(np.sqrt((d * d).sum(axis=1).min()))
+
+
 def _to3d(xy: np.ndarray, z: float = 0.0) -> np.ndarray:
     out = np.empty((len(xy), 3))
     out[:, :2] = xy
@@ -654,6 +664,7 @@ def _build_scene_geometry(
     sun_ego: np.ndarray,
     ambient: float,
     diffuse: float,
+    max_range_m: float,
 ) -> _SceneGeometry:
     m = scene.map
     road: list[np.ndarray] = []
@@ -669,16 +680,25 @@ def _build_scene_geometry(
     seg_a, seg_b, seg_w, seg_g = [], [], [], []
     color_keys = ["marking_rgb", "road_edge_rgb"]
     seen: set[tuple] = set()
+    ego_xy = np.array([scene.ego.x, scene.ego.y])
     for lane in m.lanes.values():
         left = _check_polyline(lane, "left_boundary")
         right = _check_polyline(lane, "right_boundary")
-        road.append(_to3d(np.concatenate([left, right[::-1]])))
-        for poly, kind in ((left, lane.left_boundary_kind), (right, lane.right_boundary_kind)):
+        kinds = (lane.left_boundary_kind, lane.right_boundary_kind)
+        for kind in kinds:
             if kind not in BOUNDARY_KINDS:
                 raise InvalidInputError(
                     f"lane {lane.id!r}: boundary kind {kind!r} is not one of {BOUNDARY_KINDS}; "
                     "fix the map adapter that built this lane"
                 )
+        # a lane wholly beyond the drawing range shows nothing but costs every camera time
+        # (log maps hold hundreds of lanes)
+        if min(_distance_to_polyline(left, ego_xy), _distance_to_polyline(right, ego_xy)) > (
+            max_range_m
+        ):
+            continue
+        road.append(_to3d(np.concatenate([left, right[::-1]])))
+        for poly, kind in zip((left, right), kinds):
             if kind == "none":
                 continue
             # a boundary shared by two lanes is drawn once (either direction of travel)
@@ -721,7 +741,12 @@ def _build_scene_geometry(
         cls = AgentClass.parse(agent.agent_class)
         params.append((agent.x, agent.y, 0.0, agent.yaw, agent.length, agent.width, agent.height))
         apex.append(cls == AgentClass.CONE)
-        face_rgb.append(np.repeat(colors[_CLASS_STYLE_KEY[cls]][None, :], 5, axis=0))
+        rgb = np.repeat(colors[_CLASS_STYLE_KEY[cls]][None, :], 5, axis=0)
+        if cls in (AgentClass.VEHICLE, AgentClass.CYCLIST):
+            # a heading cue: lighter front, darker rear (oncoming vs same-direction traffic)
+            rgb[FACE_FRONT] *= style.vehicle_front_tint
+            rgb[FACE_REAR] *= style.vehicle_rear_tint
+        face_rgb.append(rgb)
         glow.append(np.zeros(5, bool))
 
     poles_a, poles_b = [], []
@@ -1006,7 +1031,13 @@ class SensorRig:
     def _render_scene(self, scene: Scene, look: _Appearance) -> np.ndarray:
         """(N_cam, H, W, 3) uint8 of one instant."""
         geo = _build_scene_geometry(
-            scene, self.config.style, look.colors, look.sun_ego, look.ambient, look.diffuse
+            scene,
+            self.config.style,
+            look.colors,
+            look.sun_ego,
+            look.ambient,
+            look.diffuse,
+            self.config.max_range_m,
         )
         out = np.empty((len(look.cameras), self.height_px, self.width_px, 3), np.uint8)
         for i, cam in enumerate(look.cameras):

@@ -376,3 +376,30 @@ def test_painter_order_near_box_hides_far_one(rig, near_first):
     block.y = 0.0
     img = rig.render(road_scene(agents))[FRONT, -1]
     assert brown_mask(img).sum() > 3
+
+
+def test_far_lanes_are_skipped_but_long_sparse_lanes_are_not(rig):
+    from planner.types import Lane
+
+    def lane(lane_id: str, y: float, x0: float, x1: float) -> Lane:
+        xs = np.array([x0, x1])
+        return Lane(
+            id=lane_id,
+            centerline=np.stack([xs, [y, y]], axis=1),
+            left_boundary=np.stack([xs, [y + 1.85, y + 1.85]], axis=1),
+            right_boundary=np.stack([xs, [y - 1.85, y - 1.85]], axis=1),
+            speed_limit_mps=13.9,
+            left_boundary_kind="solid",
+            right_boundary_kind="solid",
+        )
+
+    # two vertices 1 km apart, the ego halfway: the lane is near although its vertices are not
+    scene = road_scene()
+    scene.map.lanes = {"long": lane("long", 3.7, -500.0, 500.0)}
+    img = rig.render(scene)[FRONT, -1]
+    road = np.abs(img.astype(int) - [78, 78, 84]).max(axis=2) < 6
+    assert road[-1].sum() > img.shape[1] // 3
+    # a lane 2 km away changes nothing
+    far = road_scene()
+    far.map.lanes = {"long": lane("long", 3.7, -500.0, 500.0), "far": lane("far", 2e3, 0, 50)}
+    np.testing.assert_array_equal(rig.render(far), rig.render(scene))
