@@ -89,6 +89,8 @@ class CocConfig:
     moving_relative_speed_mps: float = 0.5  # |relative speed| above this is stated
     curve_min_heading_rad: float = 0.15  # a curve turns at least this much ...
     curve_window_m: float = 60.0  # ... within this distance after its start
+    turn_min_heading_rad: float = 0.6  # the route turns: its heading changes this much ...
+    turn_window_m: float = 60.0  # ... within this distance ahead
     path_lookahead_m: float = 300.0  # lane chain length used as the ego path
     conflict_max_gap_m: float = 4.0  # another lane passes this close to a yield point
     lane_match_max_m: float = 6.0  # the ego's lane is within this of the ego
@@ -495,7 +497,9 @@ def _check_object(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) 
         if not _within(r, rel, cfg.speed_tolerance_fraction, cfg.speed_tolerance_min_mps):
             r = round_speed(rel)
         if r > 0:
-            suffixes.append(("closing" if rel < 0 else "receding", {"speed": r}))
+            # ahead, a negative relative speed closes the gap; behind, a positive one does
+            closing = rel < 0 if m.gap_m >= 0 else rel > 0
+            suffixes.append(("closing" if closing else "receding", {"speed": r}))
     if moving and _agent_braking(agent, cfg):
         suffixes.append(("braking", {}))
     filled = replace(
@@ -668,6 +672,20 @@ def _route_side(scene: Scene, path: EgoPath, cfg: CocConfig) -> Side:
         return Side.NONE
     s_r = polyline_arclength(wp)
     s0, _ = project_to_polyline(wp, np.array([scene.ego.x, scene.ego.y]))
+
+    def heading(s: float) -> float:
+        i = int(np.clip(np.searchsorted(s_r, s), 1, len(wp) - 1))
+        d = wp[i] - wp[i - 1]
+        return math.atan2(d[1], d[0])
+
+    # a turn: the route's heading changes by a large angle within the turn window
+    turn = 0.0
+    for ds in np.linspace(5.0, cfg.turn_window_m, 12):
+        dh = (heading(s0 + ds) - scene.ego.yaw + math.pi) % (2 * math.pi) - math.pi
+        if abs(dh) > abs(turn):
+            turn = dh
+    if abs(turn) >= cfg.turn_min_heading_rad:
+        return Side.LEFT if turn > 0 else Side.RIGHT
     best = 0.0
     for ds in (20.0, 40.0, 60.0, 80.0, 100.0):
         p = np.array([np.interp(s0 + ds, s_r, wp[:, 0]), np.interp(s0 + ds, s_r, wp[:, 1])])
@@ -680,15 +698,20 @@ def _route_side(scene: Scene, path: EgoPath, cfg: CocConfig) -> Side:
 
 
 def _route_leave_s(scene: Scene, path: EgoPath) -> float | None:
-    """Arc length (on `path`) where the ego lane chain leaves the route's lanes."""
+    """Arc length (on `path`) where the ego can no longer follow the route from its lane
+    chain: on the route, where the chain leaves the route's lanes; off the route (a lane
+    change is due), where the chain stops running beside a route lane (or dead-ends)."""
     route_ids = set(scene.route.lane_ids)
     if not route_ids or not path.lane_chain:
         return None
+    on_route = path.lane_chain[0] in route_ids
     s = float(path.s[1])  # the chain starts after the straight extension
     for lid in path.lane_chain:
-        if lid not in route_ids:
+        lane = scene.map.lanes[lid]
+        beside = {lane.left_neighbor, lane.right_neighbor} & route_ids
+        if (on_route and lid not in route_ids) or (not on_route and not beside):
             return s
-        s += scene.map.lanes[lid].length
+        s += lane.length
     return path.chain_end_s
 
 
@@ -736,20 +759,33 @@ def _limit_at(scene: Scene, path: EgoPath, s: float) -> float | None:
 
 def _check_speed_limit(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) -> FactorCheck:
     here = f.distance_m is None or f.distance_m <= cfg.distance_tolerance_min_m
-    s = path.s_front + (0.0 if here else float(f.distance_m))
-    limit = _limit_at(scene, path, s)
-    if limit is None:
-        if "speed_limit_mps" in scene.metadata:
-            limit = float(scene.metadata["speed_limit_mps"])
-        else:
+    d = 0.0 if here else float(f.distance_m)
+    tol = max(cfg.distance_tolerance_fraction * d, cfg.distance_tolerance_min_m)
+    # the limit that applies from d on: sampled over the tolerance window around d (a limit
+    # change right at d would otherwise be read on either side of it)
+    window = [0.0] if here else list(np.linspace(d - tol, d + tol, 5))
+    limits = [_limit_at(scene, path, path.s_front + x) for x in window]
+    limits = [v for v in limits if v is not None]
+    if not limits:
+        if "speed_limit_mps" not in scene.metadata:
             return FactorCheck(False, ["the scene has no lane with a speed limit here"])
+        limits = [float(scene.metadata["speed_limit_mps"])]
     stated = re.search(r"(\d+(?:\.\d+)?)\s*m/s", f.description)
-    if stated and not _within(
-        float(stated.group(1)), limit, cfg.speed_tolerance_fraction, cfg.speed_tolerance_min_mps
-    ):
-        return FactorCheck(
-            False, [f"stated speed limit {stated.group(1)} m/s but the lane has {limit:.1f} m/s"]
-        )
+    if stated:
+        value = float(stated.group(1))
+        matching = [
+            v
+            for v in limits
+            if _within(value, v, cfg.speed_tolerance_fraction, cfg.speed_tolerance_min_mps)
+        ]
+        if not matching:
+            return FactorCheck(
+                False,
+                [f"stated speed limit {stated.group(1)} m/s but the lane has {limits[-1]:.1f} m/s"],
+            )
+        limit = matching[0]
+    else:
+        limit = limits[-1]
     text_limit = round_speed(limit)
     filled = replace(f, description=f"speed limit {_fmt(text_limit)} m/s")
     if here:
@@ -1164,6 +1200,8 @@ def parse_reasoning(text: str) -> Decision | None:
                     pos = sm.end()
                     progressed = True
         if rel is not None:
+            if name.startswith("object_behind"):
+                rel = -rel  # behind the ego, closing in means faster than the ego
             factor = replace(factor, relative_speed_mps=rel)
         factors.append((start, factor))
     factors.sort(key=lambda x: x[0])

@@ -46,7 +46,8 @@ class MetaActionConfig:
     gentle_decel_mps2: float = 0.3  # a <= -this is deceleration
     strong_decel_mps2: float = 2.5  # a <= -this is strong deceleration
     stop_speed_mps: float = 0.5  # speed below this is "stop"
-    # -- lateral: yaw-rate bands (rad/s) relative to the lane direction (or to straight ahead)
+    # -- lateral: yaw-rate bands (rad/s) of the ego's own motion (a turn along a curving lane
+    # is steering; lane changes are measured against the lane, below)
     steer_yaw_rate_radps: float = 0.04  # |yaw rate| >= this is steering (~2.3 deg/s)
     sharp_yaw_rate_radps: float = 0.25  # |yaw rate| >= this is sharp steering (~14 deg/s)
     sharp_curvature_per_m: float = 0.04  # ... and |curvature| >= this (radius <= 25 m)
@@ -265,9 +266,10 @@ def meta_actions(
 ) -> MetaActions:
     """Meta-action segments of `traj` (ego frame at t0).
 
-    lane_geometry: (N, 2) centerline of the ego's lane in the same ego frame; lateral actions
-    and lane changes are then measured relative to the lane direction (a lane-following plan on
-    a curve is "go straight"). Without it, relative to the heading at t0.
+    lane_geometry: (N, 2) centerline of the ego's lane in the same ego frame; lane changes and
+    lateral offsets are then measured relative to the lane (a lane change along a curving lane
+    is found; following the curve is steering, never a lane change). Without it, relative to
+    the heading at t0. Steering classes always come from the ego's own yaw rate.
     v0: speed at t0 (m/s); by default recovered from the first row (speed - accel * dt)."""
     cfg = cfg or MetaActionConfig()
     data = traj.data
@@ -303,13 +305,13 @@ def meta_actions(
         else:
             lon.append(LON.MAINTAIN_SPEED)
 
-    # -- lateral: yaw rate relative to the lane direction
+    # -- lateral: the ego's yaw rate; offsets and headings relative to the lane
     xy = np.concatenate([[[0.0, 0.0]], traj.xy], axis=0)  # (N+1, 2) with the t0 origin
     yaw = np.concatenate([[0.0], traj.yaw])
     offset, lane_heading = _lane_frame(xy, lane_geometry)
     lane_heading = np.unwrap(lane_heading)
     rel_heading = (yaw - lane_heading + math.pi) % (2 * math.pi) - math.pi
-    yaw_rate = _moving_average(np.diff(np.unwrap(yaw)) / dt - np.diff(lane_heading) / dt, smooth)
+    yaw_rate = _moving_average(np.diff(np.unwrap(yaw)) / dt, smooth)
     mean_speed = 0.5 * (np.concatenate([[v0], speed[:-1]]) + speed)
     curvature = yaw_rate / np.maximum(mean_speed, cfg.min_steer_speed_mps)
     lat: list[LateralMetaAction] = []
@@ -452,9 +454,8 @@ LATERAL_COMPATIBILITY: dict[LateralDecision, LateralRule] = {
     LateralDecision.MERGE_SPLIT: LateralRule(
         required=_TOWARD_LEFT, forbidden=frozenset({LAT.LANE_CHANGE_RIGHT}), offset_ok=True
     ),
-    LateralDecision.OUT_OF_LANE_NUDGE: LateralRule(
-        required=_TOWARD_LEFT, forbidden=frozenset({LAT.LANE_CHANGE_RIGHT}), offset_ok=True
-    ),
+    # a nudge goes out and comes back: the way back may look like a move to the other side
+    LateralDecision.OUT_OF_LANE_NUDGE: LateralRule(required=_TOWARD_LEFT, offset_ok=True),
     LateralDecision.IN_LANE_NUDGE: LateralRule(
         required=frozenset({LAT.STEER_LEFT}),
         forbidden=frozenset({LAT.LANE_CHANGE_LEFT, LAT.LANE_CHANGE_RIGHT}),
