@@ -552,6 +552,8 @@ class ExpertPlanner(PrivilegedPlanner):
         if lane_id in self._route_lanes:
             return lane_id
         index = self._index
+        if lane_id not in index.lanes:
+            return None
         for attr in ("left_neighbor", "right_neighbor"):
             seen = {lane_id}
             cur = lane_id
@@ -573,6 +575,8 @@ class ExpertPlanner(PrivilegedPlanner):
             for seg in path.segments:
                 if seg.path_s0 + (seg.lane_s1 - seg.lane_s0) < path.s_ego:
                     continue
+                if seg.lane_id not in self._index.lanes:
+                    break  # off the map (route waypoints): no lane topology to check
                 par = self._parallel_to_route(seg.lane_id)
                 if par is None:
                     return (seg.path_s0, "route")
@@ -1652,7 +1656,7 @@ class ExpertPlanner(PrivilegedPlanner):
             # walk the agent's lanes (all branches: its route is unknown)
             frontier = [(lane0, -float(lane_s[j]))]  # (lane, offset of the lane start)
             seen = set()
-            best: tuple[float, float, str] | None = None  # (t_agent, s_cp, kind)
+            best: tuple | None = None  # (t_agent, s_cp, kind, agent distance, agent lane)
             while frontier:
                 lid, off = frontier.pop()
                 if lid in seen or off > reach or lid not in index.lanes:
@@ -1670,13 +1674,13 @@ class ExpertPlanner(PrivilegedPlanner):
                             continue  # already through
                         t_a = max(0.0, d_agent) / speed
                         if best is None or t_a < best[0]:
-                            best = (t_a, s_cp, c.kind, d_agent)
+                            best = (t_a, s_cp, c.kind, d_agent, lid)
                 g = index.lanes[lid]
                 for succ in g.lane.successors:
                     frontier.append((succ, off + g.length))
             if best is None:
                 continue
-            t_a, s_cp, kind, d_agent = best
+            t_a, s_cp, kind, d_agent, lane_b = best
             gap = cfg.merge_time_gap_s if kind == "merge" else cfg.crossing_time_gap_s
             d_ego = s_cp - s_front
             t_e = _time_to_cover(d_ego, v, cfg.idm_max_accel_mps2, v_max)
@@ -1689,6 +1693,9 @@ class ExpertPlanner(PrivilegedPlanner):
             t_a_clear = (max(0.0, d_agent) + a.length + 2.0) / speed
             if kind == "merge":
                 conflict = t_e - gap < t_a < t_e_clear + gap
+                ego_lane = path.lane_at(s_cp - 0.5)
+                if ego_lane in index.ring_lanes and lane_b not in index.ring_lanes:
+                    conflict = False  # circulating: entering traffic yields to the ego
             else:
                 conflict = t_a - gap < t_e_clear and t_a_clear + gap > t_e
             if not conflict:

@@ -107,7 +107,8 @@ def _lane_geometry(lane: Lane) -> LaneGeometry:
     s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
     d = np.diff(xy, axis=0)
     seg_heading = np.arctan2(d[:, 1], d[:, 0])
-    heading = np.concatenate([seg_heading, seg_heading[-1:]])
+    # unwrapped, so interpolating between vertices never crosses the +-pi seam
+    heading = np.unwrap(np.concatenate([seg_heading, seg_heading[-1:]]))
     widths = []
     for boundary in (lane.left_boundary, lane.right_boundary):
         b = np.asarray(boundary, dtype=np.float64).reshape(-1, 2)
@@ -162,6 +163,28 @@ class MapIndex:
         self._pt_heading = np.concatenate(head_pts) if pts else np.zeros(0)
         self.conflicts: dict[str, list[Conflict]] = {lid: [] for lid in self.lane_ids}
         self._find_conflicts()
+        self.ring_lanes = self._find_rings()
+
+    def _find_rings(self, max_depth: int = 64) -> set[str]:
+        """Lanes on a cycle of the successor graph (a roundabout's circulating lanes):
+        traffic on them has priority over traffic entering them."""
+        ring: set[str] = set()
+        for start in self.lane_ids:
+            frontier, seen = [start], set()
+            for _ in range(max_depth):
+                nxt = []
+                for lid in frontier:
+                    for succ in self.lanes[lid].lane.successors:
+                        if succ == start:
+                            ring.add(start)
+                            break
+                        if succ in self.lanes and succ not in seen:
+                            seen.add(succ)
+                            nxt.append(succ)
+                if start in ring or not nxt:
+                    break
+                frontier = nxt
+        return ring
 
     # -- matching -----------------------------------------------------------------------------
     def match(
