@@ -1091,7 +1091,7 @@ class SensorRig:
         fill(geo.hole_polygons, colors["terrain_rgb"])
 
         # lane markings and road edges: near pieces as true-width ground quads (exact
-        # perspective), far pieces as anti-aliased lines at least 1 render pixel wide
+        # perspective), far pieces as anti-aliased lines at least 1 output pixel wide
         if len(geo.marking_a):
             a = geo.marking_a @ m.T + t
             b = geo.marking_b @ m.T + t
