@@ -430,21 +430,27 @@ class _JunctionControl:
             if vid in self._committed:
                 inside.append(v)
                 continue
-            approach = None
-            for key in (
-                v.route_keys[v.route_keys.index(v.lane_key) :] if v.lane_key in v.route_keys else ()
-            ):
-                if key in self._approach_of_key:
-                    approach = self._approach_of_key[key]
-                    break
-            if approach is None:
+            keys = v.route_keys
+            approach = next(
+                (self._approach_of_key[k] for k in keys if k in self._approach_of_key), None
+            )
+            if approach is None or v.lane_key not in keys:
                 v.stop_requests.pop(self.request_name, None)
                 continue
-            dist = v.route_distance_to(approach.lane_key, approach.stop_s)
-            if dist is None:
-                continue
-            dist -= 0.5 * v.LENGTH
+            i_cur, i_app = keys.index(v.lane_key), keys.index(approach.lane_key)
             movement = self._movement_of(v, approach)
+            if i_cur > i_app + 1:  # already beyond its movement
+                v.stop_requests.pop(self.request_name, None)
+                continue
+            if i_cur == i_app + 1:
+                # on its movement (the followed lane switches half a car before the line,
+                # possibly between two ticks): inside the junction
+                dist = -1.0
+            else:
+                dist = v.route_distance_to(approach.lane_key, approach.stop_s)
+                if dist is None:
+                    continue
+                dist -= 0.5 * v.LENGTH
             if dist < 0.0:  # front past the line
                 if vid not in self._granted:
                     self.stats.line_overruns += 1

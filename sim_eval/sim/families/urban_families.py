@@ -509,7 +509,9 @@ def _intersection_common(
         drawn["turn_speed_limit_mps"],
         major_arms=major,
     )
-    exits = {"right": (EGO_ARM + 1) % 4, "straight": (EGO_ARM + 2) % 4, "left": (EGO_ARM + 3) % 4}
+    # arms count counter-clockwise on screen (highway-env angle 90k deg, y down): seen from
+    # the south arm, the next arm (east) is to the right
+    exits = {"right": (EGO_ARM + 3) % 4, "straight": (EGO_ARM + 2) % 4, "left": (EGO_ARM + 1) % 4}
     choice = str(p["ego_command"])
     if choice == "random":
         choice = ["left", "right", "straight"][int(world.rng.integers(3))]
@@ -848,6 +850,7 @@ def _command_is(network: RoadNetwork, keys: Sequence[LaneKey], exit_name: str) -
         "pedestrian_speed_mps": [1.1, 1.6],
         "crossing_cyclist_speed_mps": [3.5, 5.0],
         "trigger_time_to_crosswalk_s": [2.5, 4.5],  # crossers go when the ego is this far (s)
+        "trigger_latest_s": [6.0, 9.0],  # ... or at the latest at this time (ego stopped/slow)
         "cyclist_speed_mps": [4.5, 6.5],  # riding at the road edge
         "cyclist_ahead_m": [25.0, 40.0],
         "cyclist_lateral_m": 1.3,  # right of the lane centre
@@ -868,18 +871,20 @@ def pedestrian_crossing(world: World) -> FamilySetup:
     length = world.uniform("road_length_m")
     limit = world.uniform("speed_limit_mps")
     w = LANE_WIDTH_M
-    # ego lane along +x (lane centre at y = +w/2: right-hand traffic), oncoming along -x
+    # ego lane along +x (lane centre at y = +w/2: right-hand traffic), oncoming along -x.
+    # The two directions get their own nodes: sharing "w"/"e" would join each lane's end to
+    # the other's start, and IDM's connected-lane search would then see oncoming cars ahead.
     net.add_lane(
-        "w",
-        "e",
+        "sw",
+        "se",
         StraightLane([0, 0.5 * w], [length, 0.5 * w], line_types=(S, C), speed_limit=limit),
     )
     net.add_lane(
-        "e",
-        "w",
+        "ne",
+        "nw",
         StraightLane([length, -0.5 * w], [0, -0.5 * w], line_types=(N, C), speed_limit=limit),
     )
-    ego_key, onc_key = ("w", "e"), ("e", "w")
+    ego_key, onc_key = ("sw", "se"), ("ne", "nw")
     drawn: dict[str, Any] = {"road_length_m": length, "speed_limit_mps": limit}
     for name in (
         "ego_start_m",
@@ -924,6 +929,7 @@ def pedestrian_crossing(world: World) -> FamilySetup:
             "pedestrian_speed_mps" if actor == "pedestrian" else "crossing_cyclist_speed_mps"
         )
         trigger_s = world.uniform("trigger_time_to_crosswalk_s")
+        latest_s = world.uniform("trigger_latest_s")
         crossers = []
         stagger = []
         for i in range(n):
@@ -941,15 +947,15 @@ def pedestrian_crossing(world: World) -> FamilySetup:
             world.road.vehicles.append(crosser)
             crossers.append(crosser)
             stagger.append(float(i) * float(world.rng.uniform(0.5, 1.5)))
-        drawn.update(crossers=n, trigger_time_to_crosswalk_s=trigger_s)
+        drawn.update(crossers=n, trigger_time_to_crosswalk_s=trigger_s, trigger_latest_s=latest_s)
         cw_lanes = [
             CrosswalkLane(ego_key, cw - 2.0),
             CrosswalkLane(onc_key, length - cw - 2.0),
         ]
 
         def trigger(t: float, ego: Any) -> bool:
-            if ego is None:  # no ego (traffic-only runs): go after the trigger time
-                return t >= trigger_s
+            if ego is None or t >= latest_s:  # no ego (traffic-only runs), or time is up
+                return t >= min(trigger_s, latest_s) if ego is None else True
             front = float(ego.position[0]) + 0.5 * float(ego.LENGTH)
             dist = cw - 2.0 - front
             return dist <= max(float(ego.speed), 1.0) * trigger_s
