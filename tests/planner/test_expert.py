@@ -389,3 +389,169 @@ def test_bad_lane_is_reported_with_its_id():
     scene.map.lanes["broken"] = bad
     with pytest.raises(ValueError, match="broken"):
         _plan(scene)
+
+
+# ---- priority, lane changes and aborts in closed loop --------------------------------------
+def _square_ring_with_entry() -> MapData:
+    """A counter-clockwise square 'roundabout' of four 40 m lanes (a successor cycle) and an
+    entry lane from the south joining the ring where 'ring_e' starts (x = 20, y = -20)."""
+    corners = [(-20.0, -20.0), (20.0, -20.0), (20.0, 20.0), (-20.0, 20.0)]
+    names = ["ring_s", "ring_e", "ring_n", "ring_w"]
+    lanes = {}
+    for k, name in enumerate(names):
+        a, b = np.array(corners[k]), np.array(corners[(k + 1) % 4])
+        pts = a + np.linspace(0.0, 1.0, 41)[:, None] * (b - a)
+        lanes[name] = lane_from_centerline(
+            name,
+            pts,
+            successors=(names[(k + 1) % 4],),
+            predecessors=(names[k - 1],) + (("entry",) if name == "ring_e" else ()),
+        )
+    # the entry comes up from the south-east and ends at the ring_e start
+    entry = np.stack([np.full(41, 20.0) + np.linspace(30.0, 0.0, 41), np.linspace(-60, -20, 41)], 1)
+    lanes["entry"] = lane_from_centerline("entry", entry, successors=("ring_e",))
+    return MapData(lanes=lanes, name="square_ring")
+
+
+def test_entering_a_ring_yields_to_circulating_traffic_but_circulating_does_not_yield():
+    m = _square_ring_with_entry()
+    # ego on the entry 25 m before the ring; a circulating car 20 m before the same point
+    d = np.array([-30.0, 40.0]) / 50.0
+    ego_xy = np.array([20.0, -20.0]) + 25.0 * np.array([0.6, -0.8])
+    ego_yaw = math.atan2(d[1], d[0])
+    circulating = make_agent("ring_car", 0.0, -20.0, 0.0, 8.0)
+    scene = make_scene(
+        m,
+        ego_xy=ego_xy,
+        ego_yaw=ego_yaw,
+        ego_speed_mps=8.0,
+        agents=[circulating],
+        route_lane_ids=("entry", "ring_e", "ring_n"),
+    )
+    out = _plan(scene)
+    assert out.decision.longitudinal == LongitudinalDecision.YIELD
+    _factor(out, CausalFactorKind.CRITICAL_OBJECT, "ring_car")
+    _factor(out, CausalFactorKind.YIELD_CONTROL)
+    assert not _overlaps(scene, out)
+    # roles swapped: the ego circulates, the other car enters: the ego keeps its speed
+    entering = make_agent("entering", *ego_xy, yaw=ego_yaw, speed_mps=8.0)
+    scene = make_scene(
+        m,
+        ego_xy=(0.0, -20.0),
+        ego_speed_mps=8.0,
+        agents=[entering],
+        route_lane_ids=("ring_s", "ring_e", "ring_n"),
+    )
+    out = _plan(scene)
+    assert out.decision.longitudinal != LongitudinalDecision.YIELD
+
+
+def test_cross_traffic_facing_a_red_light_is_not_yielded_to():
+    m = _intersection()
+    m.stop_lines["cross_line"] = StopLine(
+        "cross_line", np.array([[48.0, -5.0], [52.0, -5.0]]), lane_ids=("cross_road",)
+    )
+    other = make_agent("other", 50.0, -20.0, math.pi / 2, 10.0)
+    scene = make_scene(m, ego_speed_mps=10.0, agents=[other])
+    scene.traffic_lights.append(
+        TrafficLight(
+            "cross_light", LightState.RED, stop_line_id="cross_line", lane_ids=("cross_road",)
+        )
+    )
+    out = _plan(scene)
+    assert out.decision.longitudinal == LongitudinalDecision.SET_SPEED_TRACKING
+
+
+def test_cut_in_from_the_left_lane_becomes_the_lead():
+    # 12 m ahead in the left lane, steering into the ego lane at 0.15 rad
+    cutter = make_agent("cutter", 15.0, 2.6, -0.15, 9.0)
+    scene = make_scene(straight_road_map(n_lanes=2), ego_speed_mps=12.0, agents=[cutter])
+    out = _plan(scene)
+    assert out.decision.longitudinal == LongitudinalDecision.LEAD_OBSTACLE_FOLLOWING
+    f = _factor(out, CausalFactorKind.CRITICAL_OBJECT, "cutter")
+    assert f.side == Side.LEFT
+    assert out.trajectory.accel[0] < 0.0
+    # the same car keeping its lane is not a cut-in
+    keeper = make_agent("keeper", 15.0, 3.7, 0.0, 9.0)
+    out = _plan(make_scene(straight_road_map(n_lanes=2), ego_speed_mps=12.0, agents=[keeper]))
+    assert out.decision.longitudinal != LongitudinalDecision.LEAD_OBSTACLE_FOLLOWING
+
+
+def test_overtaking_a_slow_vehicle_in_closed_loop():
+    slow = make_agent("slow", 35.0, 0.0, 0.0, 5.0)
+    scene = make_scene(
+        straight_road_map(n_lanes=2, length_m=600.0), ego_speed_mps=8.0, agents=[slow]
+    )
+    frames, outs = run_closed_loop(ExpertPlanner(), scene, 80)
+    first = outs[0].decision
+    assert first.lateral == LateralDecision.LANE_CHANGE and first.lateral_side == Side.LEFT
+    assert _factor(outs[0], CausalFactorKind.CRITICAL_OBJECT, "slow").side == Side.AHEAD
+    assert any(
+        o.decision.longitudinal == LongitudinalDecision.ACCELERATION_FOR_PASSING for o in outs
+    )
+    assert frames[-1].ego.x > frames[-1].agents[0].x + 5.0  # passed it
+    for frame, out in zip(frames, outs):
+        assert not _overlaps(frame, out)
+
+
+def test_lane_change_is_aborted_when_a_fast_car_closes_the_gap():
+    slow = make_agent("slow", 40.0, 0.0, 0.0, 5.0)
+    road = straight_road_map(n_lanes=2, length_m=600.0)
+    planner = ExpertPlanner()
+    frames, outs = run_closed_loop(planner, make_scene(road, ego_speed_mps=8.0, agents=[slow]), 6)
+    assert outs[-1].decision.lateral == LateralDecision.LANE_CHANGE
+    scene = frames[-1]
+    assert scene.ego.y < 1.2  # still mostly in the origin lane
+    scene.agents.append(make_agent("fast", scene.ego.x - 9.0, 3.7, 0.0, 20.0))
+    out = call_planner(planner, scene_input(scene), scene)
+    assert out.decision.lateral == LateralDecision.LATERAL_ABORT
+    assert out.decision.lateral_side == Side.RIGHT
+    assert _factor(out, CausalFactorKind.CRITICAL_OBJECT, "fast").side == Side.LEFT
+    assert out.trajectory.xy[-1, 1] < 0.3  # back to the origin lane centre
+
+
+def test_route_leaving_by_the_right_lane_changes_lanes_for_routing():
+    x = np.linspace(-50.0, 100.0, 151)
+    xe = np.linspace(100.0, 200.0, 101)
+    lanes = {
+        "main_0": lane_from_centerline(
+            "main_0", np.stack([x, 0 * x], 1), left_neighbor="main_1", successors=("exit",)
+        ),
+        "main_1": lane_from_centerline(
+            "main_1", np.stack([x, 0 * x + 3.7], 1), right_neighbor="main_0", successors=("cont",)
+        ),
+        "exit": lane_from_centerline(
+            "exit", np.stack([xe, -0.3 * (xe - 100.0)], 1), predecessors=("main_0",)
+        ),
+        "cont": lane_from_centerline(
+            "cont", np.stack([xe, 0 * xe + 3.7], 1), predecessors=("main_1",)
+        ),
+    }
+    m = MapData(lanes=lanes, name="exit")
+    scene = make_scene(m, ego_xy=(0.0, 3.7), ego_speed_mps=10.0, route_lane_ids=("main_0", "exit"))
+    out = _plan(scene)
+    assert out.decision.lateral == LateralDecision.LANE_CHANGE
+    assert out.decision.lateral_side == Side.RIGHT
+    f = _factor(out, CausalFactorKind.ROUTING)
+    assert f.distance_m == pytest.approx(100.0 - EGO_FRONT_M, rel=0.1)
+
+
+def test_on_ramp_acceleration_lane_merges_with_merge_split():
+    xr = np.linspace(-60.0, 0.0, 61)
+    xa = np.linspace(0.0, 80.0, 81)
+    xm = np.linspace(-60.0, 300.0, 361)
+    lanes = {
+        "ramp": lane_from_centerline(
+            "ramp", np.stack([xr, -3.7 + 0.0 * xr], 1), successors=("accel",)
+        ),
+        "accel": lane_from_centerline(
+            "accel", np.stack([xa, -3.7 + 0 * xa], 1), predecessors=("ramp",), left_neighbor="main"
+        ),
+        "main": lane_from_centerline("main", np.stack([xm, 0 * xm], 1), right_neighbor="accel"),
+    }
+    m = MapData(lanes=lanes, name="ramp")
+    scene = make_scene(m, ego_xy=(5.0, -3.7), ego_speed_mps=12.0, route_lane_ids=("main",))
+    out = _plan(scene)
+    assert out.decision.lateral == LateralDecision.MERGE_SPLIT
+    assert out.decision.lateral_side == Side.LEFT
+    _factor(out, CausalFactorKind.LANE_GEOMETRY)
