@@ -173,7 +173,7 @@ FACTOR_PHRASES: dict[str, tuple[str, ...]] = {
     ),
     "lane_end": ("the lane ending {dist} m ahead", "the lane drop {dist} m ahead"),
     "curve": ("the {side} curve {dist} m ahead", "the road curving {side} in {dist} m"),
-    "route_side": ("the route to the {side}", "the route turning {side}"),
+    "route_side": ("the route to the {side}", "the route bearing {side}"),
     "route_lane": ("the route leaving this lane in {dist} m",),
     "speed_limit": ("the {limit} m/s speed limit", "the speed limit of {limit} m/s"),
     "speed_limit_ahead": ("the {limit} m/s limit {dist} m ahead",),

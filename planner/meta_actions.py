@@ -60,7 +60,8 @@ class MetaActionConfig:
     lane_change_max_pause_s: float = 0.5  # pauses this short inside one move are bridged
     # -- smoothing (a noisy plan must not produce flickering segments)
     smoothing_window_s: float = 0.5  # centred moving average of accel and yaw rate
-    min_segment_s: float = 1.0  # shorter segments are merged into a neighbour
+    hysteresis_fraction: float = 0.25  # a label holds until its thresholds are passed by 25 %
+    min_segment_s: float = 0.5  # shorter segments are merged into a neighbour
     # -- consistency check (decision vs meta-actions)
     longitudinal_window_s: float = 3.0  # the longitudinal decision is judged on [0, this]
     min_allowed_fraction: float = 0.6  # of that window covered by allowed meta-actions
@@ -119,6 +120,7 @@ class MetaActions:
     speed_mps: np.ndarray = field(repr=False)  # (N,) speed at the end of each step
     lateral_offset_m: np.ndarray = field(repr=False)  # (N,) vs the lane (or t0 heading), +left
     start_offset_m: float = 0.0  # lateral offset at t0 (same reference)
+    lane_width_m: float = 3.5  # lane width the lane-change test used
 
     def actions(
         self, which: str, start_s: float = 0.0, end_s: float | None = None
@@ -221,6 +223,23 @@ def _segments(labels: list[Any], dt: float, min_steps: int) -> list[list[Any]]:
     return runs
 
 
+def _with_hysteresis(classify: Any, n: int, fraction: float) -> list[Any]:
+    """Per-step labels where the current label is kept while the signal stays inside its
+    band widened by `fraction` of each threshold (classify(k, scale) scales the thresholds):
+    a signal hovering at a threshold does not toggle between two labels."""
+    labels: list[Any] = []
+    current = None
+    for k in range(n):
+        raw = classify(k, 1.0)
+        if current is not None and raw != current:
+            if current in (classify(k, 1.0 - fraction), classify(k, 1.0 + fraction)):
+                labels.append(current)
+                continue
+        current = raw
+        labels.append(raw)
+    return labels
+
+
 def _lane_frame(xy: np.ndarray, lane_geometry: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Signed lateral offset (+left) of each point and the lane direction (rad) at it.
 
@@ -289,21 +308,21 @@ def meta_actions(
     # missing or noisy), smoothed; stop wins wherever the speed is below the stop speed.
     accel = np.diff(np.concatenate([[v0], speed])) / dt
     accel = _moving_average(accel, smooth)
-    lon: list[LongitudinalMetaAction] = []
-    for k in range(n):
+    def lon_class(k: int, scale: float) -> LongitudinalMetaAction:
         a = accel[k]
         if speed[k] < cfg.stop_speed_mps and (k == 0 or speed[k - 1] < cfg.stop_speed_mps * 2):
-            lon.append(LON.STOP)
-        elif a >= cfg.strong_accel_mps2:
-            lon.append(LON.STRONG_ACCELERATION)
-        elif a >= cfg.gentle_accel_mps2:
-            lon.append(LON.GENTLE_ACCELERATION)
-        elif a <= -cfg.strong_decel_mps2:
-            lon.append(LON.STRONG_DECELERATION)
-        elif a <= -cfg.gentle_decel_mps2:
-            lon.append(LON.GENTLE_DECELERATION)
-        else:
-            lon.append(LON.MAINTAIN_SPEED)
+            return LON.STOP
+        if a >= cfg.strong_accel_mps2 * scale:
+            return LON.STRONG_ACCELERATION
+        if a >= cfg.gentle_accel_mps2 * scale:
+            return LON.GENTLE_ACCELERATION
+        if a <= -cfg.strong_decel_mps2 * scale:
+            return LON.STRONG_DECELERATION
+        if a <= -cfg.gentle_decel_mps2 * scale:
+            return LON.GENTLE_DECELERATION
+        return LON.MAINTAIN_SPEED
+
+    lon = _with_hysteresis(lon_class, n, cfg.hysteresis_fraction)
 
     # -- lateral: the ego's yaw rate; offsets and headings relative to the lane
     xy = np.concatenate([[[0.0, 0.0]], traj.xy], axis=0)  # (N+1, 2) with the t0 origin
@@ -314,15 +333,18 @@ def meta_actions(
     yaw_rate = _moving_average(np.diff(np.unwrap(yaw)) / dt, smooth)
     mean_speed = 0.5 * (np.concatenate([[v0], speed[:-1]]) + speed)
     curvature = yaw_rate / np.maximum(mean_speed, cfg.min_steer_speed_mps)
-    lat: list[LateralMetaAction] = []
-    for k in range(n):
+    def lat_class(k: int, scale: float) -> LateralMetaAction:
         w = yaw_rate[k]
-        if mean_speed[k] < cfg.min_steer_speed_mps or abs(w) < cfg.steer_yaw_rate_radps:
-            lat.append(LAT.GO_STRAIGHT)
-        elif abs(w) >= cfg.sharp_yaw_rate_radps and abs(curvature[k]) >= cfg.sharp_curvature_per_m:
-            lat.append(LAT.SHARP_STEER_LEFT if w > 0 else LAT.SHARP_STEER_RIGHT)
-        else:
-            lat.append(LAT.STEER_LEFT if w > 0 else LAT.STEER_RIGHT)
+        if mean_speed[k] < cfg.min_steer_speed_mps or abs(w) < cfg.steer_yaw_rate_radps * scale:
+            return LAT.GO_STRAIGHT
+        if (
+            abs(w) >= cfg.sharp_yaw_rate_radps * scale
+            and abs(curvature[k]) >= cfg.sharp_curvature_per_m * scale
+        ):
+            return LAT.SHARP_STEER_LEFT if w > 0 else LAT.SHARP_STEER_RIGHT
+        return LAT.STEER_LEFT if w > 0 else LAT.STEER_RIGHT
+
+    lat = _with_hysteresis(lat_class, n, cfg.hysteresis_fraction)
 
     # -- lane changes: runs of steady lateral motion (bridging short pauses) that move at
     # least lane_change_min_fraction lane widths with a bounded heading relative to the lane;
@@ -368,6 +390,7 @@ def meta_actions(
         speed_mps=speed,
         lateral_offset_m=offset[1:].copy(),
         start_offset_m=float(offset[0]),
+        lane_width_m=width,
     )
 
 
@@ -568,7 +591,7 @@ def _lateral_consistent(
         moved = ma.max_left_offset_m if side == Side.LEFT else ma.max_right_offset_m
         need = cfg.nudge_min_offset_m
         if decision in (LateralDecision.LANE_CHANGE, LateralDecision.MERGE_SPLIT):
-            need = cfg.lane_change_min_progress_fraction * cfg.lane_width_m
+            need = cfg.lane_change_min_progress_fraction * ma.lane_width_m
         if not (mirrored.offset_ok and moved >= need):
             reasons.append(
                 f"lateral {decision.value} {side.value} needs one of "
