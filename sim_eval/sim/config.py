@@ -24,6 +24,7 @@ class FollowerConfig:
     feedforward_accel: bool = True  # add the plan's own acceleration to the PID output
     preview_s: float = 0.1  # speed/accel target taken this far ahead on the plan
     stop_speed_mps: float = 0.3  # plan speeds below this count as "hold still"
+    stop_horizon_s: float = 1.0  # ... when the plan is still below it this much later
 
 
 @dataclass

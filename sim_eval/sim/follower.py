@@ -117,7 +117,10 @@ class TrajectoryFollower:
         v_ref = float(np.interp(tau, plan.times, plan.speed))
         k = int(np.clip(np.searchsorted(plan.times, tau), 0, len(plan.times) - 1))
         a_ff = float(plan.accel[k]) if cfg.feedforward_accel else 0.0
-        if v_ref < cfg.stop_speed_mps and state.speed < cfg.stop_speed_mps + 0.5:
+        # hold still only when the plan stays (nearly) stopped for `stop_horizon_s`: a plan
+        # that starts from standstill is slow in its first tenths of a second
+        v_soon = float(np.interp(tau + cfg.stop_horizon_s, plan.times, plan.speed))
+        if max(v_ref, v_soon) < cfg.stop_speed_mps and state.speed < cfg.stop_speed_mps + 0.5:
             # hold still: brake what is left (the speed clamp at 0 keeps the car from reversing)
             self._integral = 0.0
             self._prev_error = None

@@ -645,19 +645,20 @@ class HighwayEnvSimulator(Simulator):
 
     # -- events -----------------------------------------------------------------------------
     def _find_collider(self) -> str | None:
-        from highway_env import utils
+        """Id of the object the ego hit: the nearest box within 0.5 m of the ego's box
+        (highway-env's collision response may already have pushed the boxes apart)."""
+        from shapely.geometry import Polygon
 
         ego = self.world.ego
-        poly = ego.polygon()
-        best, best_d = None, math.inf
+        poly = Polygon(ego.polygon())
+        best, best_d = None, 0.5
         for obj in (*self.world.road.vehicles, *self.world.road.objects):
             if obj is ego or not getattr(obj, "collidable", True):
                 continue
-            d = float(np.linalg.norm(obj.position - ego.position))
-            if d > 15.0:
+            if float(np.linalg.norm(obj.position - ego.position)) > 15.0:
                 continue
-            hit = utils.are_polygons_intersecting(poly, obj.polygon(), np.zeros(2), np.zeros(2))
-            if (hit[0] or getattr(obj, "crashed", False)) and d < best_d:
+            d = poly.distance(Polygon(obj.polygon()))
+            if d <= best_d:
                 best, best_d = obj, d
         return self._agent_id(best) if best is not None else None
 

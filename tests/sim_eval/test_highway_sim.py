@@ -216,6 +216,14 @@ def test_follower_tracks_straight_and_curved_plans():
     assert states[k, 1] > 5.0  # a left (positive curvature) turn goes to +y
 
 
+def test_plan_that_starts_from_standstill_moves_the_ego():
+    n = 64
+    go = Trajectory.from_controls(np.full(n, 1.0), np.zeros(n), 0.0)
+    states = _track(go, v0=0.0, seconds=2.0)
+    assert states[-1, 3] == pytest.approx(2.0, abs=0.4)
+    assert states[-1, 0] > 1.5
+
+
 def test_actuation_delay_delays_the_response():
     n = 64
     brake = Trajectory.from_controls(np.full(n, -4.0), np.zeros(n), 10.0)

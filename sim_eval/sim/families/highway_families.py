@@ -194,7 +194,7 @@ def _choose(world: World, name: str) -> Any:
         "vehicles": [30, 50],
         "speed_limit_mps": [25.0, 33.0],
         "traffic_speed_ratio": [0.6, 0.85],  # traffic target speed / limit
-        "route_time_s": 14.0,
+        "route_time_s": 13.0,
     },
     description="dense highway cruising: 30-50 IDM/MOBIL cars around the ego",
 )
@@ -245,9 +245,9 @@ def dense_highway(world: World) -> FamilySetup:
         "speed_limit_mps": [22.0, 30.0],
         "main_vehicles": [8, 16],
         "ramp_length_m": [120.0, 180.0],
-        "merge_lane_length_m": [80.0, 140.0],
+        "merge_lane_length_m": [60.0, 110.0],
         "ego_speed_ratio": [0.6, 0.8],
-        "route_time_s": 14.0,
+        "route_time_s": 12.0,
     },
     description="on-ramp merge: the ego joins from a ramp into flowing traffic",
 )
@@ -271,7 +271,10 @@ def on_ramp_merge(world: World) -> FamilySetup:
     c, s, nl = LineType.CONTINUOUS_LINE, LineType.STRIPED, LineType.NONE
     for lane in net.graph["b"]["c"]:
         lane.line_types = [lane.line_types[0], nl]
-    merge = StraightLane([x_b, y_merge], [x_c, y_merge], line_types=[s, c], speed_limit=limit)
+    # forbidden: MOBIL never moves a main-road car into the ending lane
+    merge = StraightLane(
+        [x_b, y_merge], [x_c, y_merge], line_types=[s, c], speed_limit=limit, forbidden=True
+    )
     net.add_lane("b", "c", merge)
     # the ramp: straight, then an S-curve (half a sine period) up to the merge lane
     amplitude = 3.0 * LANE_WIDTH_M / 2.0  # the ramp runs 3 lane widths right of the merge lane
@@ -290,10 +293,10 @@ def on_ramp_merge(world: World) -> FamilySetup:
     net.add_lane("j", "k", ramp)
     net.add_lane("k", "b", curve)
 
-    # the ego starts 60-80 m before the S-curve; main-road traffic is placed so that it
+    # the ego starts 20-40 m before the S-curve; main-road traffic is placed so that it
     # reaches the merge lane about when the ego does
     count = world.integer("main_vehicles")
-    ego_s = max(10.0, ramp_len - float(world.rng.uniform(60.0, 80.0)))
+    ego_s = max(10.0, ramp_len - float(world.rng.uniform(20.0, 40.0)))
     ego_speed = world.uniform("ego_speed_ratio") * limit
     t_arrive = (ramp_len + 80.0 - ego_s) / max(ego_speed, 1.0)
     speeds = (0.7 * limit, 0.9 * limit)
@@ -338,8 +341,8 @@ def on_ramp_merge(world: World) -> FamilySetup:
         "speed_limit_mps": [20.0, 30.0],
         "drop_distance_m": [120.0, 220.0],  # from the ego start to the first closure cone
         "taper_length_m": [25.0, 40.0],
-        "vehicles": [6, 14],
-        "route_time_s": 14.0,
+        "vehicles_per_lane": [3, 6],  # on each lane that stays open
+        "route_time_s": 12.0,
     },
     description="lane drop: the ego's (rightmost) lane closes behind a taper of cones and ends",
 )
@@ -369,8 +372,7 @@ def lane_drop(world: World) -> FamilySetup:
         add_cone(world, drop, drop_at + taper + 3.0 * k, LANE_WIDTH_M / 2.0 - 1.2)
     ego_speed = 0.8 * limit
     speeds = (0.7 * limit, 0.9 * limit)
-    count = world.integer("vehicles")
-    per_lane = int(math.ceil(count / max(1, n - 1)))
+    per_lane = world.integer("vehicles_per_lane")
     placed = 0
     for lane in range(n - 1):
         placed += len(
@@ -379,7 +381,7 @@ def lane_drop(world: World) -> FamilySetup:
                 ("a", "b", lane),
                 ego_s - 120.0,
                 drop_at - 20.0,
-                min(per_lane, count - placed),
+                per_lane,
                 speeds,
                 keep_clear=[(ego_s - 10.0, ego_s + 10.0)],
             )
