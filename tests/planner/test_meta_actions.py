@@ -107,18 +107,20 @@ def test_left_lane_change_constructed_from_positions():
 
 
 def test_lane_change_is_measured_against_the_lane_on_a_curve():
-    """Following a curving lane is 'steer', not a lane change; a lane change along the
-    curving lane is found relative to the lane (given its centreline)."""
+    """Following a curving lane is 'steer' (the ego's own yaw rate), never a lane change; a
+    lane change along the curving lane is found relative to the lane (given its centreline)."""
     radius, v = 200.0, 15.0
     k = np.full(N, 1.0 / radius)
     follow = Trajectory.from_controls(np.zeros(N), k, v)
     s = np.linspace(-10, 150, 400)
     lane = np.stack([radius * np.sin(s / radius), radius * (1 - np.cos(s / radius))], axis=1)
     ma = meta_actions(follow, lane_geometry=lane)
-    assert _only(ma.lateral) == [LAT.GO_STRAIGHT]
+    assert _only(ma.lateral) == [LAT.STEER_LEFT]  # 0.075 rad/s
+    assert np.abs(ma.lateral_offset_m).max() < 0.05  # on the lane centre throughout
     ma_no_lane = meta_actions(follow)
-    assert _only(ma_no_lane.lateral) == [LAT.STEER_LEFT]  # 0.075 rad/s against straight ahead
-    assert LAT.LANE_CHANGE_LEFT not in _only(ma_no_lane.lateral)
+    assert _only(ma_no_lane.lateral) == [LAT.STEER_LEFT]
+    assert ma_no_lane.max_left_offset_m > 10.0  # drifts off the t0 heading line...
+    assert LAT.LANE_CHANGE_LEFT not in _only(ma_no_lane.lateral)  # ...but with a big heading
     k2 = k.copy()
     k2[5:20] += 0.005
     k2[20:35] -= 0.005
