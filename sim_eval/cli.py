@@ -112,6 +112,13 @@ def run_command(
         cfg.seeds = seed_list
     if executor not in ("local", "ray"):
         raise UserError(f"--executor {executor!r}: valid executors are local, ray")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401 - availability check before any work starts
+        except ImportError:
+            raise UserError(
+                "--executor ray needs Ray: pip install 'cocdrive[ray]' (or use --executor local)"
+            ) from None
     if workers < 1:
         raise UserError(f"--workers {workers}: must be at least 1")
     if cfg.planner != planner:

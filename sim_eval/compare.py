@@ -91,7 +91,11 @@ def print_comparison(result: dict[str, Any]) -> None:
         )
     )
     for col in ("metric", "test", "A", "B", "p", "p adj", "verdict"):
-        table.add_column(col, justify="left" if col in ("metric", "test", "verdict") else "right")
+        table.add_column(
+            col,
+            justify="left" if col in ("metric", "test", "verdict") else "right",
+            overflow="fold",
+        )
     for name, m in result["metrics"].items():
         binary = m["test"] == "mcnemar_exact"
         a = m.get("a_rate") if binary else m.get("a_mean")

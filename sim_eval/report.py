@@ -392,15 +392,24 @@ def plot_metric(
             lo = np.array([s.get("low", np.nan) if s else np.nan for s in stats], float)
             hi = np.array([s.get("high", np.nan) if s else np.nan for s in stats], float)
             ax.bar(x, val, color="#4a7bd0")
-            ax.errorbar(x, val, yerr=[val - lo, hi - val], fmt="none", ecolor="k", capsize=3)
+            ax.plot(x, val, "o", ms=3, color="#1d3f80")  # a 0 rate stays visible
+            ax.errorbar(
+                x, val, yerr=np.vstack([val - lo, hi - val]), fmt="none", ecolor="k", capsize=3
+            )
             ax.set_ylim(0, max(1e-3, float(np.nanmax(hi)) if np.isfinite(hi).any() else 1) * 1.1)
             ax.set_ylabel("rate (95% Wilson)")
         else:
             rng = np.random.default_rng(0)
             data = [_metric_values(records, metric, f)[: cfg.max_plot_episodes] for f in families]
-            ax.boxplot(
-                [d if d else [np.nan] for d in data], positions=x, widths=0.5, showfliers=False
-            )
+            boxed = [i for i, d in enumerate(data) if len(d) >= 2]  # a box of one is a line
+            if boxed:
+                ax.boxplot(
+                    [data[i] for i in boxed],
+                    positions=x[boxed],
+                    widths=0.5,
+                    showfliers=False,
+                    manage_ticks=False,
+                )
             for xi, d in zip(x, data):
                 ax.plot(xi + rng.uniform(-0.15, 0.15, len(d)), d, ".", ms=3, color="#d0602a")
         ax.set_xticks(x)
@@ -458,7 +467,7 @@ def fmt_stat(stat: dict[str, Any] | None) -> str:
 def _stat_table(rows: dict[str, Any], title_col: str = "metric") -> str:
     body = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{fmt_stat(stat)}</td>"
-        f"<td>{stat.get('n', '-') if stat else '-'}</td></tr>"
+        f"<td>{html.escape(str(stat.get('n', '-'))) if stat else '-'}</td></tr>"
         for name, stat in rows.items()
     )
     return (
@@ -495,6 +504,7 @@ def write_report(
     out = Path(out_dir)
     families = sorted(summary.get("families", {}))
     metric_names = list(summary.get("metric_names", []))
+    counts = ", ".join(f"{k}: {v}" for k, v in summary.get("status_counts", {}).items())
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>cocdrive closed-loop report: {html.escape(str(summary.get('planner')))}</title>",
@@ -502,8 +512,8 @@ def write_report(
         "<h1>Closed-loop report</h1>",
         f"<p>planner <b>{html.escape(str(summary.get('planner')))}</b>, suite "
         f"<b>{html.escape(str(summary.get('suite')))}</b>, {summary.get('episodes', 0)} episodes "
-        f"({html.escape(json.dumps(summary.get('status_counts', {})))}). Intervals are 95%: "
-        "Wilson for rates, a normal interval of the mean otherwise.</p>",
+        f"({html.escape(counts)}). Intervals are 95%: Wilson for per-episode rates, exact "
+        "Poisson for per-km rates, Student t (or bootstrap, per config) for means.</p>",
         "<h2>Headline</h2>",
         _stat_table(summary.get("headline", {})),
     ]

@@ -400,7 +400,7 @@ def _stat_rows(block: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "value": r["rate_per_km"],
             "low": r["ci_low"],
             "high": r["ci_high"],
-            "n": r["count"],
+            "n": f"{r['count']} in {r['km']:.2f} km",
         }
     return rows
 

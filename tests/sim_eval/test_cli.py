@@ -127,3 +127,26 @@ def test_bench_sim_unknown_family_lists_valid_ones(app):
     assert isinstance(result.exception, UserError)
     assert "unknown family 'nope'" in str(result.exception)
     assert "cut_in" in str(result.exception)
+
+
+def test_sim_run_end_to_end_on_highway_env(app, tmp_path):
+    """`sim run` on the real simulator: one short episode, results, report, animation, resume."""
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(
+        "name: tiny\nduration_s: 2.0\nepisodes:\n  - {family: hard_braking_lead, seeds: [4]}\n"
+    )
+    out = tmp_path / "run"
+    args = ["sim", "run", "--planner", "idm", "--suite", str(suite), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--animations", "1"])
+    assert result.exit_code == 0, result.output
+    assert "route_completion" in result.output and "report.html" in result.output
+    rows = [json.loads(line) for line in (out / EPISODES_FILE).read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["hard_braking_lead:4"] and rows[0]["status"] == "ok"
+    assert rows[0]["num_frames"] >= 20  # 2 s at 10 Hz (+ the first frame)
+    assert (out / "animations" / "hard_braking_lead__4.gif").is_file()
+    # A rerun resumes (nothing left to do); another planner is refused with the fix.
+    assert runner.invoke(app, args).exit_code == 0
+    assert len((out / EPISODES_FILE).read_text().splitlines()) == 1
+    refused = runner.invoke(app, [*args[:2], "--planner", "const-vel", *args[4:]])
+    assert isinstance(refused.exception, UserError)
+    assert "planner 'idm' there vs 'const-vel' now" in str(refused.exception)
