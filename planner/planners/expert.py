@@ -251,6 +251,8 @@ class ExpertPlanner(PrivilegedPlanner):
         self._lc: _LaneChange | None = None
         self._abort: _Abort | None = None
         self._last_lc_end_t = -math.inf
+        self._last_mobil_t = -math.inf
+        self._last_t = -math.inf
         self._stop_signs_done: set[str] = set()
 
     def _map_index(self, scene: Scene) -> MapIndex:
@@ -271,6 +273,9 @@ class ExpertPlanner(PrivilegedPlanner):
     def plan_with_scene(self, inp: PlannerInput, scene: Scene) -> PlannerOutput:
         t_start = time.perf_counter()
         cfg = self.cfg
+        if scene.timestamp < self._last_t:
+            self.reset()  # time went backwards: a new episode without reset()
+        self._last_t = scene.timestamp
         index = self._map_index(scene)
         t_map = time.perf_counter()
         ego = scene.ego
@@ -800,6 +805,14 @@ class ExpertPlanner(PrivilegedPlanner):
         mandatory: tuple[str, float] | None = None
         if problem is not None and problem[0] - s_front < cfg.mandatory_lane_change_lookahead_m:
             mandatory = (problem[1], problem[0])
+        blocking = (
+            None if mandatory is not None else self._blocking_obstacle(path, objs, self._scene)
+        )
+        if mandatory is None and blocking is None:
+            # discretionary changes are weighed a few times a second, not every frame
+            if t - self._last_mobil_t < cfg.mobil_period_s or v < cfg.mobil_min_speed_mps:
+                return path
+            self._last_mobil_t = t
         candidates: list[tuple[Side, str, ReferencePath]] = []
         for side in (Side.LEFT, Side.RIGHT):
             nb = self._neighbour(cur_lane, side)
@@ -838,7 +851,6 @@ class ExpertPlanner(PrivilegedPlanner):
             return path
 
         # blocked by a static obstacle that a nudge cannot pass: change lanes around it
-        blocking = self._blocking_obstacle(path, objs, self._scene)
         if blocking is not None:
             i_obs, need = blocking
             side_pref = Side.LEFT if need > 0 else Side.RIGHT

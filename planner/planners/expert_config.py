@@ -58,6 +58,7 @@ class ExpertConfig:
     mobil_threshold_mps2: float = 0.2
     mobil_safe_decel_mps2: float = 3.0  # a new follower must not brake harder than this
     mobil_min_speed_mps: float = 3.0  # no discretionary lane changes below this speed
+    mobil_period_s: float = 0.5  # discretionary changes are weighed this often
     lane_change_duration_s: float = 4.0
     lane_change_min_length_m: float = 15.0
     lane_change_cooldown_s: float = 3.0

@@ -344,7 +344,10 @@ class ReferencePath:
     def length(self) -> float:
         return float(self.s[-1])
 
-    def index(self, s: float | np.ndarray) -> np.ndarray:
+    def index(self, s: float | np.ndarray) -> np.ndarray | int:
+        """Nearest sample index of arc length(s) (clamped to the path)."""
+        if isinstance(s, (float, int, np.floating)):
+            return min(max(int(s / self.ds + 0.5), 0), len(self.s) - 1)
         return np.clip(np.rint(np.asarray(s) / self.ds).astype(int), 0, len(self.s) - 1)
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
