@@ -25,7 +25,10 @@ Examples:
 
 
 def register(registry: CommandRegistry) -> None:
-    """Add `bench render` to the shared `bench` group."""
+    """Add `bench render` to the shared `bench` group, and `data stats`."""
+    from planner.data.cli import register as register_data
+
+    register_data(registry)
     bench = registry.group("bench")
 
     @bench.command("render", help=RENDER_HELP)

@@ -181,6 +181,7 @@ def register(registry: CommandRegistry) -> None:
     sim = registry.group("sim")
     bench = registry.group("bench")
     root = registry.root
+    register_collect(registry)
 
     @sim.command(
         "run",
@@ -287,3 +288,40 @@ def register(registry: CommandRegistry) -> None:
 
         result = bench_sim(families=list(family or []), steps=steps, planner=planner, out=out)
         print_bench(result)
+
+
+def register_collect(registry: CommandRegistry) -> None:
+    """Add `data collect` (it drives the simulator, so it lives in sim_eval)."""
+    data = registry.group("data")
+
+    @data.command(
+        "collect",
+        epilog=(
+            "\b\nExamples:\n"
+            "  cocdrive data collect --suite train --out ~/.cache/cocdrive/datasets/default "
+            "--workers 2\n"
+            "  cocdrive data collect --out /tmp/tiny --seeds 100000 episodes_per_family=1\n"
+            "  cocdrive data collect --out /tmp/ds stride_steps=1 "
+            "sensors.randomization.enabled=true\n"
+            "\b\nRe-running the same command into the same --out resumes (only missing\n"
+            "episodes run); a folder collected with another suite or config is refused.\n"
+            "Format and card: docs/DATASET.md."
+        ),
+    )
+    def data_collect(
+        suite: str = typer.Option(None, help="Scenario suite (default: the config's, train)."),
+        out: Path = typer.Option(
+            None, "--out", help="Dataset folder (default: the config's output_dir)."
+        ),
+        seeds: str = typer.Option(None, help="Run every family on these seeds, e.g. 100-107."),
+        workers: int = typer.Option(1, help="Parallel episode workers (processes)."),
+        executor: str = typer.Option("local", help="local (process pool) or ray."),
+        config: Path = typer.Option(None, help="CollectConfig YAML (configs/data/collect.yaml)."),
+        overrides: list[str] = typer.Argument(None, help="Config overrides key.sub=value."),
+    ) -> None:
+        """Collect expert chain-of-causation samples into dataset shards (resumable): the
+        expert drives the suite with recovery perturbations; one tar shard per episode,
+        index.json and the dataset card (card.json, card.md)."""
+        from sim_eval.collect import collect_command
+
+        collect_command(suite, out, seeds, workers, executor, config, list(overrides or []))
