@@ -144,6 +144,7 @@ def populate_lane(
     *,
     keep_clear: list[tuple[float, float]] = (),
     min_gap_m: float = 18.0,
+    enable_lane_change: bool = True,
 ) -> list:
     """Up to `count` IDM cars between s_from and s_to on one lane, at least `min_gap_m`
     (plus 0.6 s of speed) apart, none inside the `keep_clear` (s_lo, s_hi) intervals."""
@@ -157,7 +158,9 @@ def populate_lane(
         speed = float(world.rng.uniform(*speed_range))
         if not any(lo <= s <= hi for lo, hi in keep_clear):
             target = min(speed * float(world.rng.uniform(1.0, 1.1)), speed_range[1])
-            cars.append(add_idm(world, lane_index, s, speed, target))
+            cars.append(
+                add_idm(world, lane_index, s, speed, target, enable_lane_change=enable_lane_change)
+            )
         gap = max(min_gap_m + 0.6 * speed, float(world.rng.uniform(0.6, 1.4)) * mean_gap)
         s += gap
     return cars
@@ -490,7 +493,7 @@ def construction_cones(world: World) -> FamilySetup:
         "speed_limit_mps": [22.0, 30.0],
         "cut_gap_m": [4.0, 12.0],  # gap from the ego's front to the cutter's rear at the cut
         "cutter_speed_delta_mps": [3.0, 6.0],  # cutter faster than the ego before the cut
-        "cutter_brake_mps2": [0.0, 3.0],  # the cutter brakes this hard for 1.5 s after it
+        "cutter_brake_mps2": [1.0, 4.0],  # the cutter brakes this hard for 1.5 s after it
         "side": ["left", "right"],
         "vehicles": [4, 10],
         "route_time_s": 14.0,
@@ -534,6 +537,7 @@ def cut_in(world: World) -> FamilySetup:
                 max(1, count // max(1, n - 2)),
                 (0.7 * limit, 0.9 * limit),
                 keep_clear=[(ego_s - 8.0, ego_s + 8.0)],
+                enable_lane_change=False,  # MOBIL would fill the cutter's empty lane
             )
         )
     state = {"cut_at": None}
