@@ -67,6 +67,8 @@ class UrbanIdmConfig:
     time_gap_s: float = 1.2
     delta: float = 4.0  # exponent of the free-road term
     stop_margin_m: float = 0.8  # front bumper to the stop line when stopped at it
+    leader_search_m: float = 40.0  # leaders are looked for this far (+ speed x time gap)
+    leader_lanes_ahead: int = 2  # ... on the current lane and this many next route lanes
 
     def __post_init__(self) -> None:
         for name in ("comfort_accel_mps2", "comfort_decel_mps2", "max_brake_mps2"):
@@ -198,6 +200,43 @@ class UrbanIDMVehicle(IDMVehicle):
         )
         return -cfg.comfort_accel_mps2 * (max(s_star, 0.0) / max(gap_m, 0.05)) ** 2
 
+    def _leader(self, lane) -> tuple[object | None, float]:
+        """Nearest road user ahead on this car's own path (current lane and the next lanes
+        of its route, within `cfg.leader_lanes_ahead`), and the arc distance to it (centre
+        to centre). Replaces the library's `neighbour_vehicles`, which projects every object
+        onto every branch leaving a junction node (curved lanes: a slow Python loop) and
+        measures the gap on the current lane only."""
+        cfg = self.cfg
+        x, y = float(self.position[0]), float(self.position[1])
+        reach = cfg.leader_search_m + self.speed * cfg.time_gap_s
+        s_self = lane.local_coordinates(self.position)[0]
+        path = [(lane, 0.0)]
+        key = self.lane_key
+        if key in self.route_keys:
+            offset = lane.length
+            for nxt in self.route_keys[self.route_keys.index(key) + 1 :][: cfg.leader_lanes_ahead]:
+                nxt_lane = self.road.network.get_lane((nxt[0], nxt[1], 0))
+                path.append((nxt_lane, offset))
+                offset += nxt_lane.length
+        hx, hy = math.cos(self.heading), math.sin(self.heading)
+        behind = -self.LENGTH  # anything further behind (along the heading) is not a leader
+        best, best_s = None, math.inf
+        for other in (*self.road.vehicles, *self.road.objects):
+            if other is self:
+                continue
+            dx, dy = float(other.position[0]) - x, float(other.position[1]) - y
+            if dx * dx + dy * dy > reach * reach or dx * hx + dy * hy < behind:
+                continue
+            for path_lane, offset in path:
+                s, lat = path_lane.local_coordinates(other.position)
+                if not path_lane.on_lane(other.position, s, lat, margin=1.0):
+                    continue
+                s += offset
+                if s_self <= s < best_s:
+                    best, best_s = other, s
+                break
+        return best, best_s - s_self
+
     def act(self, action: dict | str | None = None) -> None:
         if self.crashed:
             return
@@ -215,10 +254,8 @@ class UrbanIDMVehicle(IDMVehicle):
         v0 = min(self.target_speed, lane.speed_limit) if lane.speed_limit else self.target_speed
         accel = cfg.comfort_accel_mps2 * (1.0 - (v / max(v0, 0.1)) ** cfg.delta)
         free = accel
-        front, _ = self.road.neighbour_vehicles(self, self.target_lane_index)
+        front, d = self._leader(lane)
         if front is not None:
-            s_self = lane.local_coordinates(self.position)[0]
-            d = lane.local_coordinates(front.position)[0] - s_self
             gap = d - 0.5 * (self.LENGTH + getattr(front, "LENGTH", self.LENGTH))
             closing = float(np.dot(self.velocity - front.velocity, self.direction))
             accel = free + self._idm(gap, closing)

@@ -687,19 +687,19 @@ def signalised_intersection(world: World) -> FamilySetup:
 @register_family(
     "roundabout",
     defaults={
-        "ring_radius_m": [12.0, 16.0],
-        "curve_radius_m": [10.0, 14.0],
+        "ring_radius_m": [10.0, 13.0],
+        "curve_radius_m": [8.0, 11.0],
         "arm_length_m": 70.0,
         "speed_limit_mps": 11.0,
-        "ring_speed_limit_mps": [8.0, 9.0],
+        "ring_speed_limit_mps": [9.0, 10.0],
         "ego_exit": "random",  # first (right) | second (straight) | third (left) | random
-        "ego_dist_to_line_m": [12.0, 22.0],
+        "ego_dist_to_line_m": [8.0, 15.0],
         "ego_speed_mps": [6.0, 8.0],
         "initial_ring_vehicles": [1, 3],
         "initial_vehicles": [2, 4],
-        "spawn_prob_per_s": [0.12, 0.25],
+        "spawn_prob_per_s": [0.1, 0.2],
         "max_vehicles": 12,
-        "exit_length_m": 10.0,
+        "exit_length_m": 6.0,
     },
     description="one-lane roundabout, 4 arms: give way to circulating traffic, take an exit",
 )
