@@ -201,16 +201,34 @@ class RosbagSource(LogSource):
             )
         return streams
 
-    def _frame_loader(self, topic: str, bag_times: list[int]):
-        path = self.path
-
-        def load(index: int) -> np.ndarray:
+    def _open_frame_reader(self) -> Any:
+        """One reader kept open for frame look-ups (opening a bag costs ~0.1 s)."""
+        if getattr(self, "_frame_reader", None) is None:
             AnyReader, typestore = _require_rosbags()
+            reader = AnyReader([self.path], default_typestore=typestore)
+            reader.open()
+            self._frame_reader = reader
+        return self._frame_reader
+
+    def close(self) -> None:
+        reader = getattr(self, "_frame_reader", None)
+        if reader is not None:
+            reader.close()
+            self._frame_reader = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing left to release
+            pass
+
+    def _frame_loader(self, topic: str, bag_times: list[int]):
+        def load(index: int) -> np.ndarray:
+            reader = self._open_frame_reader()
             ns = bag_times[index]
-            with AnyReader([path], default_typestore=typestore) as reader:
-                conns = [c for c in reader.connections if c.topic == topic]
-                for c, _, raw in reader.messages(connections=conns, start=ns, stop=ns + 1):
-                    return decode_image(reader.deserialize(raw, c.msgtype), c.msgtype)
-            raise LogFormatError(f"rosbag2 {str(path)!r}: no {topic} message at {ns} ns")
+            conns = [c for c in reader.connections if c.topic == topic]
+            for c, _, raw in reader.messages(connections=conns, start=ns, stop=ns + 1):
+                return decode_image(reader.deserialize(raw, c.msgtype), c.msgtype)
+            raise LogFormatError(f"rosbag2 {str(self.path)!r}: no {topic} message at {ns} ns")
 
         return load
