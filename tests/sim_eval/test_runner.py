@@ -146,3 +146,11 @@ def test_read_run_errors(tmp_path):
         read_run(tmp_path / "missing")
     with pytest.raises(UserError, match="sim run"):
         read_run(tmp_path)
+
+
+@pytest.mark.slow  # spawning workers imports torch & co. in each (~10 s here)
+def test_process_pool_gives_the_same_records_as_inline(tmp_path):
+    inline = _run(tmp_path / "inline", seeds=(1, 2))
+    pooled = _run(tmp_path / "pool", seeds=(1, 2), workers=2)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "timings"} for r in rs]  # noqa: E731
+    assert strip(pooled.records) == strip(inline.records)
