@@ -103,18 +103,18 @@ def test_same_seed_same_episode_bit_for_bit_even_after_class_attributes_change()
     from highway_env.vehicle.behavior import IDMVehicle
 
     sim = HighwayEnvSimulator(SimConfig())
-    first = fingerprint(run(sim, spec("dense_highway", 7), 25))
+    first = fingerprint(run(sim, spec("dense_highway", 7), 12))
     run(sim, spec("cut_in", 3), 10)  # another episode in between
     stock = IDMVehicle.DISTANCE_WANTED
     IDMVehicle.DISTANCE_WANTED = 7.0  # what highway-env's intersection env does globally
     try:
-        second = fingerprint(run(HighwayEnvSimulator(SimConfig()), spec("dense_highway", 7), 25))
+        second = fingerprint(run(HighwayEnvSimulator(SimConfig()), spec("dense_highway", 7), 12))
         assert IDMVehicle.DISTANCE_WANTED == stock  # restored by the reset
     finally:
         IDMVehicle.DISTANCE_WANTED = stock
     assert first.shape == second.shape
     assert np.array_equal(first, second)
-    other = fingerprint(run(sim, spec("dense_highway", 8), 25))
+    other = fingerprint(run(sim, spec("dense_highway", 8), 12))
     assert other.shape != first.shape or not np.array_equal(other, first)
 
 
@@ -311,3 +311,42 @@ def test_ego_lane_id_uses_the_project_id_format():
     assert scene.ego.rear_axle_to_center_m == pytest.approx(1.45)
     cx, _ = scene.ego.center_xy
     assert cx == pytest.approx(sim.world.ego.position[0])
+
+
+def test_fast_road_matches_stock_highway_env_bit_for_bit(monkeypatch):
+    import highway_env.road.road as hw_road
+
+    import sim_eval.sim.highway as highway
+
+    fast = fingerprint(run(HighwayEnvSimulator(SimConfig()), spec("dense_highway", 3), 15))
+    monkeypatch.setattr(highway, "_FAST_ROAD", hw_road.Road)
+    monkeypatch.setattr(highway, "_FAST_NETWORK", hw_road.RoadNetwork)
+    stock = fingerprint(run(HighwayEnvSimulator(SimConfig()), spec("dense_highway", 3), 15))
+    assert np.array_equal(fast, stock)
+
+
+def test_background_wrecks_are_counted_and_removed():
+    from highway_env.vehicle.behavior import IDMVehicle
+
+    name = "_test_wreck"
+
+    @register_family(name)
+    def build(world):
+        straight_road(world, 3, 800.0, 30.0)
+        for s in (120.0, 122.0):  # two overlapping cars: they crash at once
+            world.road.vehicles.append(IDMVehicle.make_on_lane(world.road, ("a", "b", 0), s, 10.0))
+        return FamilySetup(
+            ego_start=EgoStart(("a", "b", 2), 50.0, 10.0),
+            route=RouteSpec(lanes=[("a", "b", 2)], end_longitudinal_m=500.0),
+            map_name="test",
+        )
+
+    try:
+        sim = HighwayEnvSimulator(SimConfig(wreck_removal_s=1.0))
+        scenes = run(sim, spec(name), 15)
+        assert len(scenes[1].agents) == 2  # the wrecks stay for a while ...
+        assert scenes[-1].agents == []  # ... then vanish
+        assert sim.info.events["background_crashed_vehicles"] == 2
+        assert not sim.info.events.get("collision")
+    finally:
+        FAMILIES.pop(name, None)
