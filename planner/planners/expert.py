@@ -260,7 +260,7 @@ class ExpertPlanner(PrivilegedPlanner):
         # identity test cannot be fooled by a recycled id().
         if self._index is None or self._index_map_ref is not scene.map:
             try:
-                self._index = MapIndex(scene.map)
+                self._index = MapIndex(scene.map, self.cfg.conflict_clearance_m)
             except ValueError as exc:
                 from planner.types import InvalidInputError
 
@@ -1537,6 +1537,8 @@ class ExpertPlanner(PrivilegedPlanner):
             s_meet_max = float(objs.s_max[i] + objs.v_along[i] * t_in)
             if s_meet_max < s_front or t_in > PLAN_STEPS * PLAN_DT_S:
                 continue
+            if not is_vru and self._has_ring_priority(path, s_meet_min, a):
+                continue  # circulating: a vehicle entering the ring yields to the ego
             gap = cfg.vru_time_gap_s if is_vru else cfg.crossing_time_gap_s
             t_arrive = _time_to_cover(s_meet_min - s_front, v, cfg.idm_max_accel_mps2, v_max)
             t_clear = _time_to_cover(
@@ -1569,6 +1571,16 @@ class ExpertPlanner(PrivilegedPlanner):
             )
         out.extend(self._conflict_constraints(path, objs, scene, v, v_max))
         return out
+
+    def _has_ring_priority(self, path: ReferencePath, s_at: float, a: Agent) -> bool:
+        """Is the ego circulating on a ring lane at `s_at` while agent `a` is not?"""
+        index = self._index
+        if index is None or not index.ring_lanes:
+            return False
+        if path.lane_at(max(s_at, 0.0)) not in index.ring_lanes:
+            return False
+        matches = index.match(a.x, a.y, a.yaw, 3.0, self.cfg.lane_match_max_heading_rad)
+        return bool(matches) and matches[0].lane_id not in index.ring_lanes
 
     def _will_stop_at_light(self, a: Agent, lane_id: str, scene: Scene) -> bool:
         """Does agent `a` on `lane_id` face a red light (or a yellow it can stop for) whose
@@ -1686,13 +1698,13 @@ class ExpertPlanner(PrivilegedPlanner):
                             continue  # already through
                         t_a = max(0.0, d_agent) / speed
                         if best is None or t_a < best[0]:
-                            best = (t_a, s_cp, c.kind, d_agent, lid)
+                            best = (t_a, s_cp, c.kind, d_agent, lid, c.clear_back_b)
                 g = index.lanes[lid]
                 for succ in g.lane.successors:
                     frontier.append((succ, off + g.length))
             if best is None:
                 continue
-            t_a, s_cp, kind, d_agent, lane_b = best
+            t_a, s_cp, kind, d_agent, lane_b, clear_back = best
             gap = cfg.merge_time_gap_s if kind == "merge" else cfg.crossing_time_gap_s
             d_ego = s_cp - s_front
             t_e = _time_to_cover(d_ego, v, cfg.idm_max_accel_mps2, v_max)
@@ -1705,20 +1717,18 @@ class ExpertPlanner(PrivilegedPlanner):
             t_a_clear = (max(0.0, d_agent) + a.length + 2.0) / speed
             if kind == "merge":
                 conflict = t_e - gap < t_a < t_e_clear + gap
-                ego_lane = path.lane_at(s_cp - 0.5)
-                if ego_lane in index.ring_lanes and lane_b not in index.ring_lanes:
-                    conflict = False  # circulating: entering traffic yields to the ego
             else:
                 conflict = t_a - gap < t_e_clear and t_a_clear + gap > t_e
+            ego_lane = path.lane_at(max(s_cp - 0.5, 0.0))
+            if ego_lane in index.ring_lanes and lane_b not in index.ring_lanes:
+                conflict = False  # circulating: entering traffic yields to the ego
             if not conflict:
                 continue
-            d_stop = d_ego - cfg.conflict_stop_margin_m
-            if (
-                d_stop < 0.5
-                and v * v / (2 * max(d_stop + cfg.conflict_stop_margin_m, 0.1))
-                > cfg.conflict_commit_decel_mps2
-            ):
-                continue  # committed
+            # wait where the ego's lane is still clear of the other lane
+            s_wait = s_cp - clear_back - cfg.conflict_stop_margin_m
+            d_stop = s_wait - s_front
+            if d_stop < 0.5 and v * v / (2 * max(d_ego, 0.1)) > cfg.conflict_commit_decel_mps2:
+                continue  # committed: cannot stop before the conflict any more
             if d_stop < -0.5 and v < 1.0 and kind == "merge":
                 continue
             where = (
@@ -1731,13 +1741,14 @@ class ExpertPlanner(PrivilegedPlanner):
             f = self._factor(path, objs, i, v, desc)
             fy = CausalFactor(
                 CausalFactorKind.YIELD_CONTROL,
-                "yield at the merge" if kind == "merge" else "yield at the conflict point",
+                "wait before the merge" if kind == "merge" else "wait before the crossing",
                 side=Side.AHEAD,
-                distance_m=round(max(0.0, d_ego), 2),
+                distance_m=round(max(0.0, d_stop), 2),
+                relative_speed_mps=round(-v, 2),
             )
             out.append(
                 _Constraint(
-                    s_cp - cfg.conflict_stop_margin_m,
+                    s_wait,
                     0.0,
                     0.0,
                     cfg.stop_min_gap_m,
@@ -1944,13 +1955,12 @@ class ExpertPlanner(PrivilegedPlanner):
             factors.extend(plan.lateral_factors[:1])
         else:
             j = int(env_cause[k_front])
-            adapting = env[k_front] < limit_here - 0.5 or v0 > limit_here + 0.5
-            free_limit = cfg.idm_max_accel_mps2 * (
-                1.0 - (v0 / max(limit_here, 0.1)) ** cfg.idm_exponent
-            )
-            if adapting and self._a_free0 < free_limit - cfg.binding_accel_threshold_mps2:
+            # the desired speed is below the limit here because of something ahead (or the
+            # ego is above a limit it just entered): that is what the free-road IDM tracks
+            margin = cfg.speed_adaptation_label_mps
+            if env[k_front] < limit_here - margin or v0 > limit_here + margin:
                 long_dec = LongitudinalDecision.SPEED_ADAPTATION
-                if v0 > limit_here + 0.5 and env[k_front] >= limit_here - 0.5:
+                if v0 > limit_here + margin and env[k_front] >= limit_here - margin:
                     factors.append(
                         CausalFactor(
                             CausalFactorKind.SPEED_LIMIT,

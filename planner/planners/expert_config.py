@@ -32,7 +32,7 @@ class ExpertConfig:
     max_predicted_decel_mps2: float = 9.0
     max_predicted_accel_mps2: float = 3.0
     # ---- speed adaptation (curves, lower limits ahead) ------------------------------------
-    max_lateral_accel_mps2: float = 2.0  # curve speed = sqrt(a_lat / |curvature|)
+    max_lateral_accel_mps2: float = 3.0  # curve speed = sqrt(a_lat / |curvature|)
     speed_adaptation_decel_mps2: float = 1.5  # reach a lower speed ahead at this decel
     # ---- reference path and lateral control --------------------------------------------------
     path_step_m: float = 1.0
@@ -99,12 +99,14 @@ class ExpertConfig:
     vru_stop_margin_m: float = 3.0
     crossing_time_gap_s: float = 1.5
     merge_time_gap_s: float = 2.0
-    conflict_stop_margin_m: float = 4.0  # stop this far before a conflict point
+    conflict_stop_margin_m: float = 1.0  # stop this far before the conflict's clear point
+    conflict_clearance_m: float = 3.5  # waiting point: centerlines this far apart
     conflict_lookahead_m: float = 80.0
     conflict_agent_max_distance_m: float = 100.0
     conflict_commit_decel_mps2: float = 6.0  # past the point where this is needed: go
     # ---- decision labels ---------------------------------------------------------------------
     binding_accel_threshold_mps2: float = 0.25  # a constraint that lowers a by this is a cause
+    speed_adaptation_label_mps: float = 0.5  # desired speed this far under the limit
     turn_heading_change_rad: float = 0.6
     turn_lookahead_m: float = 25.0
     side_ahead_lateral_m: float = 1.2  # |lateral| below this: the object is ahead/behind

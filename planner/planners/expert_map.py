@@ -9,6 +9,7 @@ chain the expert wants to drive. Lane ids are opaque strings: only the topology 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -130,6 +131,11 @@ class Conflict:
     lane_b: str
     s_b: float
     kind: str  # "crossing" (paths cross) or "merge" (lanes join into one successor)
+    # how far before s_a (along lane_a and its predecessor) lane_a's centerline is still at
+    # least the clearance away from lane_b (and, for a merge, the lane they join): where a
+    # vehicle on lane_a waits without reaching into lane_b
+    clear_back_a: float = 0.0
+    clear_back_b: float = 0.0
 
 
 @dataclass
@@ -143,8 +149,10 @@ class LaneMatch:
 class MapIndex:
     """Per-map cache: lane geometry, a KD-tree over lane points, conflict points."""
 
-    def __init__(self, map_data: MapData):
+    def __init__(self, map_data: MapData, conflict_clearance_m: float = 3.5):
         self.map = map_data
+        self.conflict_clearance_m = conflict_clearance_m
+        self._dense_trees: dict[str, cKDTree] = {}
         self.lanes: dict[str, LaneGeometry] = {
             lid: _lane_geometry(lane) for lid, lane in map_data.lanes.items()
         }
@@ -286,8 +294,46 @@ class MapIndex:
                     )
 
     def _add(self, c: Conflict) -> None:
+        c = dataclasses.replace(
+            c,
+            clear_back_a=self._clear_back(c.lane_a, c.s_a, c.lane_b, c.kind == "merge"),
+            clear_back_b=self._clear_back(c.lane_b, c.s_b, c.lane_a, c.kind == "merge"),
+        )
         self.conflicts[c.lane_a].append(c)
-        self.conflicts[c.lane_b].append(Conflict(c.lane_b, c.s_b, c.lane_a, c.s_a, c.kind))
+        self.conflicts[c.lane_b].append(
+            Conflict(c.lane_b, c.s_b, c.lane_a, c.s_a, c.kind, c.clear_back_b, c.clear_back_a)
+        )
+
+    def _dense_tree(self, lane_id: str) -> cKDTree:
+        tree = self._dense_trees.get(lane_id)
+        if tree is None:
+            dense, _ = _resample(self.lanes[lane_id].xy, 0.5)
+            tree = self._dense_trees[lane_id] = cKDTree(dense)
+        return tree
+
+    def _clear_back(self, lane_a: str, s_a: float, lane_b: str, merge: bool, max_back_m=40.0):
+        """Distance back from s_a on lane_a (continuing onto its first predecessor) to the
+        first point whose centerline is `conflict_clearance_m` clear of lane_b (and, for a
+        merge, of the lanes lane_b flows into)."""
+        others = [lane_b] + (list(self.lanes[lane_b].lane.successors) if merge else [])
+        trees = [self._dense_tree(o) for o in others if o in self.lanes]
+        g = self.lanes[lane_a]
+        back = np.arange(0.0, max_back_m, 0.5)
+        s = s_a - back
+        pts = np.stack([np.interp(s, g.s, g.xy[:, 0]), np.interp(s, g.s, g.xy[:, 1])], axis=1)
+        preds = [p for p in g.lane.predecessors if p in self.lanes]
+        before = s < 0.0
+        if before.any() and preds:
+            gp = self.lanes[preds[0]]
+            sp = gp.length + s[before]
+            pts[before] = np.stack(
+                [np.interp(sp, gp.s, gp.xy[:, 0]), np.interp(sp, gp.s, gp.xy[:, 1])], axis=1
+            )
+        dist = np.full(len(s), np.inf)
+        for tree in trees:
+            dist = np.minimum(dist, tree.query(pts)[0])
+        clear = np.flatnonzero(dist >= self.conflict_clearance_m)
+        return float(back[clear[0]]) if len(clear) else float(max_back_m)
 
 
 def _points_of(geom) -> list:
