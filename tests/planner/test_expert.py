@@ -555,3 +555,43 @@ def test_on_ramp_acceleration_lane_merges_with_merge_split():
     assert out.decision.lateral == LateralDecision.MERGE_SPLIT
     assert out.decision.lateral_side == Side.LEFT
     _factor(out, CausalFactorKind.LANE_GEOMETRY)
+
+
+def test_random_scenes_always_give_valid_plans_and_decisions():
+    """Robustness: random agents of every class around random roads, lights in any state."""
+    from tests.helpers import curved_road_map
+
+    rng = np.random.default_rng(7)
+    maps = [straight_road_map(n_lanes=3), _lane_drop(), _intersection(), curved_road_map()]
+    planners = [ExpertPlanner() for _ in maps]  # one per map: the map index is cached
+    classes = list(AgentClass)
+    for k in range(40):
+        m = maps[k % len(maps)]
+        agents = []
+        for j in range(int(rng.integers(0, 12))):
+            cls = classes[int(rng.integers(len(classes)))]
+            speed = (
+                0.0 if cls in (AgentClass.CONE, AgentClass.STATIC_OBSTACLE) else rng.uniform(0, 15)
+            )
+            agents.append(
+                make_agent(
+                    f"a{j}",
+                    rng.uniform(-20, 80),
+                    rng.uniform(-8, 8),
+                    rng.uniform(-math.pi, math.pi),
+                    speed,
+                    cls,
+                    rng.uniform(0.4, 5.0),
+                    rng.uniform(0.4, 2.2),
+                )
+            )
+        scene = make_scene(m, ego_speed_mps=float(rng.uniform(0, 15)), agents=agents)
+        if k % 3 == 0:
+            m.stop_lines["sl"] = StopLine("sl", np.array([[30.0, -2.0], [30.0, 2.0]]))
+            state = [LightState.RED, LightState.YELLOW, LightState.GREEN][k % 9 // 3]
+            scene.traffic_lights.append(TrafficLight("tl", state, stop_line_id="sl"))
+        planners[k % len(maps)].reset()
+        out = _plan(scene, planners[k % len(maps)])
+        for f in out.decision.factors:
+            assert f.distance_m is None or (math.isfinite(f.distance_m) and f.distance_m >= 0)
+        m.stop_lines.pop("sl", None)
