@@ -42,7 +42,8 @@ def bench_family(
     from planner.features import build_planner_input
     from sim_eval.scenarios import ScenarioSpec
 
-    step_ms: list[float] = []
+    step_ms: list[float] = []  # planner (with feature building) + simulator, per step
+    plan_ms: list[float] = []  # the planner's share
     reset_ms: list[float] = []
     seed = BENCH_SEED
     warm = WARMUP_STEPS
@@ -57,12 +58,14 @@ def bench_family(
         while len(step_ms) < steps:
             t0 = time.perf_counter()
             out = call_planner(planner, build_planner_input(scene), scene)
+            t1 = time.perf_counter()
             scene = simulator.step(out.trajectory)
-            dt_ms = 1e3 * (time.perf_counter() - t0)
+            t2 = time.perf_counter()
             if warm > 0:
                 warm -= 1
             else:
-                step_ms.append(dt_ms)
+                step_ms.append(1e3 * (t2 - t0))
+                plan_ms.append(1e3 * (t1 - t0))
             if simulator.info.done:
                 break
         seed += 1
@@ -75,6 +78,8 @@ def bench_family(
         "step_ms_p99": float(np.percentile(ms, 99)),
         "step_ms_mean": float(ms.mean()),
         "steps_per_s": float(1e3 / ms.mean()),
+        "plan_ms_median": float(np.median(plan_ms)),
+        "sim_ms_median": float(np.median(ms - np.asarray(plan_ms))),
         "reset_ms_median": float(np.median(reset_ms)),
     }
 
@@ -130,14 +135,20 @@ def print_bench(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"bench sim: {result['planner']} in the loop, 1 thread")
-    for col in ("family", "median ms", "p99 ms", "steps/s", "reset ms"):
-        table.add_column(col, justify="left" if col == "family" else "right")
+    cols = ("family", "median ms", "p99 ms", "steps/s", "plan ms", "sim ms", "reset ms")
+    for col in cols:
+        if col == "family":
+            table.add_column(col, no_wrap=True)
+        else:
+            table.add_column(col, justify="right")
     for r in result["families"]:
         table.add_row(
             r["family"],
             f"{r['step_ms_median']:.2f}",
             f"{r['step_ms_p99']:.2f}",
             f"{r['steps_per_s']:.0f}",
+            f"{r['plan_ms_median']:.2f}",
+            f"{r['sim_ms_median']:.2f}",
             f"{r['reset_ms_median']:.0f}",
         )
     console = Console()

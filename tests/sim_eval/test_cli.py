@@ -150,3 +150,21 @@ def test_sim_run_end_to_end_on_highway_env(app, tmp_path):
     refused = runner.invoke(app, [*args[:2], "--planner", "const-vel", *args[4:]])
     assert isinstance(refused.exception, UserError)
     assert "planner 'idm' there vs 'const-vel' now" in str(refused.exception)
+
+
+def test_bench_sim_measures_steps_and_writes_json(tmp_path):
+    from sim_eval.bench import bench_family, bench_sim
+
+    try:
+        from tests.sim_eval import fake_sim
+    except ImportError:
+        import fake_sim
+
+    row = bench_family(fake_sim.FakeSimulator(), fake_sim.CarefulPlanner(), "cruise", 50, 4.0)
+    assert row["steps"] == 50 and row["episodes"] == 2  # 40 steps per 4 s episode
+    assert 0 < row["step_ms_median"] <= row["step_ms_p99"] and row["steps_per_s"] > 0
+    out = tmp_path / "bench.json"
+    result = bench_sim(["cut_in"], 5, "const-vel", out=out, simulator=fake_sim.FakeSimulator())
+    written = json.loads(out.read_text())
+    assert written["families"][0]["family"] == "cut_in" and written["torch_threads"] == 1
+    assert written["mean_steps_per_s"] == pytest.approx(result["mean_steps_per_s"])
