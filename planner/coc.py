@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -88,12 +89,18 @@ class CocConfig:
     braking_decel_mps2: float = 1.5  # an object decelerating harder is "braking"
     moving_relative_speed_mps: float = 0.5  # |relative speed| above this is stated
     curve_min_heading_rad: float = 0.15  # a curve turns at least this much ...
-    curve_window_m: float = 60.0  # ... within this distance after its start
-    turn_min_heading_rad: float = 0.6  # the route turns: its heading changes this much ...
+    curve_window_m: float = 60.0  # ... within this distance after its start, or
+    curve_min_curvature_per_m: float = 0.005  # ... is this curved (radius <= 200 m) in it
+    turn_min_heading_rad: float = 0.5  # the route turns: its heading changes this much ...
     turn_window_m: float = 60.0  # ... within this distance ahead
     path_lookahead_m: float = 300.0  # lane chain length used as the ego path
     conflict_max_gap_m: float = 4.0  # another lane passes this close to a yield point
     lane_match_max_m: float = 6.0  # the ego's lane is within this of the ego
+    lane_ambiguity_m: float = 0.5  # lanes this much farther than the nearest are also tried,
+    lane_candidate_widths: float = 1.0  # ... and any within this many lane widths (a lane
+    # change in progress: the expert may still measure on the lane it is leaving)
+    max_candidate_lanes: int = 3  # at most this many lane paths are tried
+    off_path_lateral_m: float = 6.0  # objects farther off the path: straight-line distance
     max_words: int = 25  # longest sentence the labeler writes
     max_factors_in_text: int = 2  # the rest stay in the structured label only
     attempts: int = 8  # random phrasings tried before the shortest one is used
@@ -247,29 +254,30 @@ class EgoPath:
         return math.atan2(d[1], d[0])
 
 
-def _nearest_lane(scene: Scene, cfg: CocConfig) -> Lane | None:
+def _candidate_lanes(scene: Scene, cfg: CocConfig) -> list[tuple[float, Lane]]:
+    """(|lateral offset|, lane) of the lanes aligned with the ego (within 60 deg) whose
+    centreline is within lane_match_max_m of the rear axle, nearest first."""
     ego = scene.ego
     p = np.array([ego.x, ego.y])
-    best, best_d = None, math.inf
+    out = []
     for lane in scene.map.lanes.values():
-        if len(lane.centerline) < 2:
-            continue
-        s, lat = project_to_polyline(lane.centerline, p)
         pts = lane.centerline
+        if len(pts) < 2:
+            continue
+        # cheap reject before the exact projection (maps have many lanes)
+        if float(((pts - p) ** 2).sum(axis=1).min()) > (cfg.lane_match_max_m + 20.0) ** 2:
+            continue
+        s, lat = project_to_polyline(pts, p)
         i = int(np.clip(np.searchsorted(polyline_arclength(pts), s), 1, len(pts) - 1))
         heading = math.atan2(*(pts[i] - pts[i - 1])[::-1])
-        aligned = math.cos(heading - ego.yaw) > 0.5  # within 60 deg of the ego heading
-        d = abs(lat)
-        if aligned and d < best_d:
-            best, best_d = lane, d
-    return best if best_d <= cfg.lane_match_max_m else None
+        if math.cos(heading - ego.yaw) > 0.5 and abs(lat) <= cfg.lane_match_max_m:
+            out.append((abs(lat), lane))
+    out.sort(key=lambda x: x[0])
+    return out
 
 
-def ego_path(scene: Scene, cfg: CocConfig | None = None) -> EgoPath:
-    """The path distances are measured along (see EgoPath)."""
-    cfg = cfg or CocConfig()
+def _build_path(scene: Scene, lane: Lane | None, cfg: CocConfig) -> EgoPath:
     ego = scene.ego
-    lane = _nearest_lane(scene, cfg)
     chain: list[str] = []
     chain_end: float | None = None
     width = cfg.meta.lane_width_m
@@ -292,10 +300,8 @@ def ego_path(scene: Scene, cfg: CocConfig | None = None) -> EgoPath:
         xy = xy[keep]
         if lid is None:
             chain_end = -1.0  # set after extension below
-        wl = np.hypot(*(lane.left_boundary - lane.right_boundary).T)
-        width = (
-            float(np.median(wl)) if len(lane.left_boundary) == len(lane.right_boundary) else width
-        )
+        if len(lane.left_boundary) == len(lane.right_boundary):
+            width = float(np.median(np.hypot(*(lane.left_boundary - lane.right_boundary).T)))
     elif len(scene.route.waypoints) >= 2:
         xy = scene.route.waypoints
     else:
@@ -318,6 +324,43 @@ def ego_path(scene: Scene, cfg: CocConfig | None = None) -> EgoPath:
     )
 
 
+class _CandidatePaths:
+    """The ego's lane path first, then those of the other lanes the ego is about as close to
+    (mid lane change or merge the expert may still measure on its origin lane). Built on
+    demand: most factors hold on the first."""
+
+    def __init__(self, scene: Scene, cfg: CocConfig):
+        self._scene, self._cfg = scene, cfg
+        lanes = _candidate_lanes(scene, cfg)
+        self._paths = [_build_path(scene, lanes[0][1] if lanes else None, cfg)]
+        self._more: list[Lane] = []
+        if lanes:
+            reach = max(
+                lanes[0][0] + cfg.lane_ambiguity_m,
+                cfg.lane_candidate_widths * self._paths[0].lane_width_m,
+            )
+            self._more = [ln for d, ln in lanes[1 : cfg.max_candidate_lanes] if d <= reach]
+
+    def __getitem__(self, i: int) -> EgoPath:
+        return self._paths[i]
+
+    def __iter__(self) -> Iterator[EgoPath]:
+        yield from self._paths
+        while self._more:
+            self._paths.append(_build_path(self._scene, self._more.pop(0), self._cfg))
+            yield self._paths[-1]
+
+
+def ego_paths(scene: Scene, cfg: CocConfig | None = None) -> list[EgoPath]:
+    """Every candidate path (see _CandidatePaths), nearest lane first."""
+    return list(_CandidatePaths(scene, cfg or CocConfig()))
+
+
+def ego_path(scene: Scene, cfg: CocConfig | None = None) -> EgoPath:
+    """The path distances are measured along (see EgoPath): the nearest lane's."""
+    return _CandidatePaths(scene, cfg or CocConfig())[0]
+
+
 @dataclass(frozen=True)
 class ObjectMeasure:
     """An agent as seen along the ego path."""
@@ -327,6 +370,8 @@ class ObjectMeasure:
     relative_speed_mps: float  # its speed along the path minus the ego's
     lateral_speed_mps: float  # its speed across the path, + left
     side: Side
+    direct_m: float  # straight line from the front bumper's centre to its box
+    off_path: bool  # farther than off_path_lateral_m from the path (e.g. cross traffic)
 
     @property
     def distance_m(self) -> float:
@@ -353,7 +398,21 @@ def measure_object(agent: Agent, path: EgoPath, scene: Scene, cfg: CocConfig) ->
         side = Side.AHEAD if s_c >= path.s_front or gap > 0 else Side.BEHIND
     else:
         side = Side.LEFT if lat > 0 else Side.RIGHT
-    return ObjectMeasure(gap, lat, v_along - scene.ego.speed, v_lat, side)
+    ego = scene.ego
+    front = ego.rear_axle_to_center_m + ego.length / 2
+    bumper = np.array([ego.x + front * math.cos(ego.yaw), ego.y + front * math.sin(ego.yaw)])
+    c, sn = math.cos(agent.yaw), math.sin(agent.yaw)
+    dx, dy = bumper[0] - agent.x, bumper[1] - agent.y
+    lx = abs(c * dx + sn * dy) - 0.5 * agent.length
+    ly = abs(-sn * dx + c * dy) - 0.5 * agent.width
+    direct = math.hypot(max(lx, 0.0), max(ly, 0.0))
+    off_path = abs(lat) > cfg.off_path_lateral_m
+    return ObjectMeasure(gap, lat, v_along - ego.speed, v_lat, side, direct, off_path)
+
+
+def _approaching(agent: Agent, m: ObjectMeasure, cfg: CocConfig) -> bool:
+    """Moving across the path toward it (crossing) rather than along or away."""
+    return -m.lateral_speed_mps * np.sign(m.lateral_m) >= cfg.crossing_speed_mps
 
 
 def _within(stated: float, measured: float, frac: float, floor: float) -> bool:
@@ -422,11 +481,15 @@ def _check_object(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) 
             f"object {agent.id!r} is a {agent.agent_class.value}, not a {f.object_class.value}"
         )
     m = measure_object(agent, path, scene, cfg)
+    # along the path, or (cross traffic, objects off the path) the straight-line distance
+    # from the front bumper: both are true of the scene
     ok_d, dist = _stated_distance(f.distance_m, m.distance_m, cfg)
+    if not ok_d or (m.off_path and f.distance_m is None):
+        ok_d, dist = _stated_distance(f.distance_m, m.direct_m, cfg)
     if not ok_d:
         reasons.append(
             f"object {agent.id!r}: stated distance {f.distance_m:.1f} m but the scene has "
-            f"{m.distance_m:.1f} m along the path"
+            f"{m.distance_m:.1f} m along the path ({m.direct_m:.1f} m straight)"
         )
     side = f.side
     if side == Side.LEFT and m.lateral_m < cfg.side_min_lateral_m:
@@ -440,7 +503,9 @@ def _check_object(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) 
     if side == Side.BEHIND and m.gap_m >= 0:
         reasons.append(f"object {agent.id!r} is not behind (gap {m.gap_m:+.1f} m)")
     rel = m.relative_speed_mps
-    if f.relative_speed_mps is not None and not _within(
+    if m.off_path:
+        pass  # a speed "along the path" of cross traffic depends on whose path: not checked
+    elif f.relative_speed_mps is not None and not _within(
         f.relative_speed_mps, rel, cfg.speed_tolerance_fraction, cfg.speed_tolerance_min_mps
     ):
         reasons.append(
@@ -461,7 +526,12 @@ def _check_object(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) 
         slots["obj_prefix"] = STOPPED_PREFIX
     slots["obj_nouns"] = noun
     lateral_side = Side.LEFT if m.lateral_m > 0 else Side.RIGHT
-    if m.gap_m < 0:
+    if m.off_path and side in (Side.LEFT, Side.RIGHT):
+        phrase = "object_crossing" if _approaching(agent, m, cfg) else "object_side"
+        slots["side"] = side
+        if m.gap_m < 0:
+            phrase = "object_behind_side"
+    elif m.gap_m < 0:
         phrase = "object_behind" if side == Side.BEHIND else "object_behind_side"
         slots["side"] = lateral_side
     elif m.gap_m == 0 and side in (Side.LEFT, Side.RIGHT):
@@ -469,10 +539,10 @@ def _check_object(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) 
         slots["side"] = side
         slots.pop("dist")
     elif side in (Side.LEFT, Side.RIGHT):
-        crossing = (
-            agent.agent_class in (AgentClass.PEDESTRIAN, AgentClass.CYCLIST)
-            and -m.lateral_speed_mps * np.sign(m.lateral_m) >= cfg.crossing_speed_mps
-        )
+        crossing = agent.agent_class in (
+            AgentClass.PEDESTRIAN,
+            AgentClass.CYCLIST,
+        ) and _approaching(agent, m, cfg)
         if crossing:
             phrase = "object_crossing"
         elif agent.is_static or agent.speed < cfg.stopped_speed_mps:
@@ -485,11 +555,16 @@ def _check_object(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) 
     suffixes: list[tuple[str, dict[str, Any]]] = []
     moving = agent.speed >= cfg.stopped_speed_mps
     # closing/pulling-away speeds are stated for road users moving along the road
-    along_road = abs(rel + scene.ego.speed) >= cfg.stopped_speed_mps and phrase in (
-        "object_ahead",
-        "object_side",
-        "object_behind",
-        "object_behind_side",
+    along_road = (
+        not m.off_path
+        and abs(rel + scene.ego.speed) >= cfg.stopped_speed_mps
+        and phrase
+        in (
+            "object_ahead",
+            "object_side",
+            "object_behind",
+            "object_behind_side",
+        )
     )
     if along_road and abs(rel) >= cfg.moving_relative_speed_mps:
         stated_rel = f.relative_speed_mps if f.relative_speed_mps is not None else rel
@@ -502,13 +577,14 @@ def _check_object(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) 
             suffixes.append(("closing" if closing else "receding", {"speed": r}))
     if moving and _agent_braking(agent, cfg):
         suffixes.append(("braking", {}))
+    measured = m.direct_m if m.off_path else m.distance_m
     filled = replace(
         f,
         object_class=agent.agent_class,
         side=side,
-        distance_m=f.distance_m if f.distance_m is not None else round(m.distance_m, 2),
+        distance_m=f.distance_m if f.distance_m is not None else round(measured, 2),
         relative_speed_mps=f.relative_speed_mps
-        if f.relative_speed_mps is not None
+        if f.relative_speed_mps is not None or m.off_path
         else round(rel, 2),
     )
     return FactorCheck(True, [], phrase, slots, suffixes, filled)
@@ -620,25 +696,28 @@ def _check_lane_geometry(
 ) -> FactorCheck:
     text = f.description.lower()
     if "curve" in text or "bend" in text:
-        start = path.s_front + (f.distance_m or 0.0)
-        h0 = path.heading_at(start)
-        turn = 0.0
-        for s in np.linspace(start, start + cfg.curve_window_m, 13)[1:]:
-            dh = (path.heading_at(s) - h0 + math.pi) % (2 * math.pi) - math.pi
-            if abs(dh) > abs(turn):
-                turn = dh
-        if abs(turn) < cfg.curve_min_heading_rad:
+        d = float(f.distance_m or 0.0)
+        tol = max(cfg.distance_tolerance_fraction * d, cfg.distance_tolerance_min_m)
+        # headings every 2 m from just before the stated start to a window after it; a curve
+        # is a stretch whose curvature (heading change over 10 m) or total turn is large
+        s0 = path.s_front + max(d - tol, 0.0)
+        grid = np.arange(s0, path.s_front + d + tol + cfg.curve_window_m, 2.0)
+        heads = np.unwrap([path.heading_at(x) for x in grid])
+        kappa = (heads[5:] - heads[:-5]) / 10.0 if len(heads) > 5 else np.zeros(1)
+        turn = float(heads[-1] - heads[0]) if len(heads) > 1 else 0.0
+        k_peak = float(kappa[np.argmax(np.abs(kappa))])
+        if abs(k_peak) < cfg.curve_min_curvature_per_m and abs(turn) < cfg.curve_min_heading_rad:
             return FactorCheck(
                 False,
                 [
-                    f"no curve on the ego path {f.distance_m or 0:.0f} m ahead "
-                    f"(heading change {turn:+.2f} rad)"
+                    f"no curve on the ego path {d:.0f} m ahead (peak curvature {k_peak:+.4f} "
+                    f"1/m, turn {turn:+.2f} rad)"
                 ],
             )
-        side = Side.LEFT if turn > 0 else Side.RIGHT
+        bend = k_peak if abs(k_peak) >= cfg.curve_min_curvature_per_m else turn
+        side = Side.LEFT if bend > 0 else Side.RIGHT
         filled = replace(f, side=side, description="curve")
-        dist = round_distance(f.distance_m or 0.0)
-        return FactorCheck(True, [], "curve", {"side": side, "dist": dist}, [], filled)
+        return FactorCheck(True, [], "curve", {"side": side, "dist": round_distance(d)}, [], filled)
     # otherwise a lane end / lane drop / merge: the ego lane chain must end
     if path.chain_end_s is None:
         return FactorCheck(False, ["the ego lane does not end within the look-ahead"])
@@ -763,7 +842,8 @@ def _check_speed_limit(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocCon
     tol = max(cfg.distance_tolerance_fraction * d, cfg.distance_tolerance_min_m)
     # the limit that applies from d on: sampled over the tolerance window around d (a limit
     # change right at d would otherwise be read on either side of it)
-    window = [0.0] if here else list(np.linspace(d - tol, d + tol, 5))
+    # "here": at the front bumper or the rear axle (lanes change under the car)
+    window = [path.s_ego - path.s_front, 0.0] if here else list(np.linspace(d - tol, d + tol, 5))
     limits = [_limit_at(scene, path, path.s_front + x) for x in window]
     limits = [v for v in limits if v is not None]
     if not limits:
@@ -835,16 +915,29 @@ _CHECKS = {
 }
 
 
+def _verify(
+    factor: CausalFactor, scene: Scene, paths: Iterable[EgoPath], cfg: CocConfig
+) -> FactorCheck:
+    """The factor's check on the ego's lane path, else on the other candidate lane paths
+    (the first that holds; the nearest lane's failure otherwise)."""
+    first = None
+    for path in paths:
+        check = _CHECKS[factor.kind](factor, scene, path, cfg)
+        if check.ok:
+            return check
+        first = first or check
+    return first
+
+
 def verify_factor(
     factor: CausalFactor,
     scene: Scene,
     cfg: CocConfig | None = None,
-    path: EgoPath | None = None,
+    paths: Iterable[EgoPath] | None = None,
 ) -> FactorCheck:
     """Check one factor against the scene (see the module docstring for what is checked)."""
     cfg = cfg or CocConfig()
-    path = path or ego_path(scene, cfg)
-    return _CHECKS[factor.kind](factor, scene, path, cfg)
+    return _verify(factor, scene, paths or _CandidatePaths(scene, cfg), cfg)
 
 
 # ---- generation ------------------------------------------------------------------------------
@@ -984,12 +1077,13 @@ def label(
         raise InvalidInputError(
             f"label() needs a planner.types.Decision, got {type(decision).__name__}"
         )
-    path = ego_path(scene, cfg)
+    paths = _CandidatePaths(scene, cfg)
+    path = paths[0]
     flags: list[str] = []
     kept: list[FactorCheck] = []
     dropped: list[tuple[CausalFactor, str]] = []
     for f in decision.factors:
-        check = _CHECKS[f.kind](f, scene, path, cfg)
+        check = _verify(f, scene, paths, cfg)
         if check.ok:
             kept.append(check)
         else:
@@ -1242,14 +1336,12 @@ def verify_text(
     decision = parse_reasoning(text)
     if decision is None:
         return None, ["the text states no decision"]
-    path = ego_path(scene, cfg)
+    paths = _CandidatePaths(scene, cfg)
     problems = []
     for f in decision.factors:
         if f.kind == KIND.CRITICAL_OBJECT:
             candidates = [a for a in scene.agents if a.agent_class == f.object_class]
-            ok = any(
-                _check_object(replace(f, object_id=a.id), scene, path, cfg).ok for a in candidates
-            )
+            ok = any(_verify(replace(f, object_id=a.id), scene, paths, cfg).ok for a in candidates)
             if not ok:
                 problems.append(
                     f"no {f.object_class.value if f.object_class else 'object'} "
@@ -1257,14 +1349,14 @@ def verify_text(
                 )
             continue
         if f.kind == KIND.TRAFFIC_LIGHT:
-            found = _find_light(f, scene, path)
             colour = f.description.split()[0]
-            if found is None or found[0].state.value != colour:
+            found = [_find_light(f, scene, p) for p in paths]
+            if not any(x is not None and x[0].state.value == colour for x in found):
                 problems.append(f"no {colour} light on the ego path")
                 continue
         if f.kind == KIND.ROAD_EVENT and f.distance_m is not None:
             continue  # an event's distance refers to an unnamed object: not checkable
-        check = _CHECKS[f.kind](f, scene, path, cfg)
+        check = _verify(f, scene, paths, cfg)
         if not check.ok:
             problems.extend(check.reasons)
     return decision, problems

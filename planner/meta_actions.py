@@ -67,7 +67,8 @@ class MetaActionConfig:
     min_allowed_fraction: float = 0.6  # of that window covered by allowed meta-actions
     low_speed_mps: float = 5.0  # "maintain speed" counts as yielding/stopping below this
     nudge_min_offset_m: float = 0.15  # a nudge moves at least this far toward its side
-    lane_change_min_progress_fraction: float = 0.3  # lane widths moved by a started change
+    lane_change_min_progress_fraction: float = 0.1  # lane widths moved by a lane change
+    turn_min_travel_m: float = 20.0  # a plan shorter than this may still be waiting to turn
 
     def __post_init__(self) -> None:
         if not 0 < self.gentle_accel_mps2 < self.strong_accel_mps2:
@@ -252,26 +253,29 @@ def _lane_frame(xy: np.ndarray, lane_geometry: np.ndarray | None) -> tuple[np.nd
             f"lane_geometry must be a finite (N>=2, 2) centerline polyline in the ego frame at "
             f"t0, got shape {lane.shape}"
         )
-    # only the part of the lane near the trajectory matters (and the projection below is
-    # dense (points x segments)): keep the vertices within a margin of the trajectory's box
+    # only the part of the lane near the trajectory matters: keep the vertices within a
+    # margin of the trajectory's box (lanes from logs and simulators run for kilometres)
     margin = 20.0
     lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
     near = np.flatnonzero(((lane >= lo) & (lane <= hi)).all(axis=1))
     if len(near) >= 1:
         lane = lane[max(near[0] - 1, 0) : min(near[-1] + 2, len(lane))]
-    a, b = lane[:-1], lane[1:]
-    ab = b - a
-    seg_len2 = np.maximum((ab**2).sum(axis=1), 1e-12)
-    # (P, S) projection of every point on every segment; the polyline is short (< few hundred)
-    rel = xy[:, None, :] - a[None, :, :]
-    u = np.clip((rel * ab[None]).sum(axis=2) / seg_len2[None], 0.0, 1.0)
-    proj = a[None] + u[..., None] * ab[None]
-    d2 = ((xy[:, None, :] - proj) ** 2).sum(axis=2)
-    idx = np.argmin(d2, axis=1)
-    rows = np.arange(len(xy))
-    cross = ab[idx, 0] * rel[rows, idx, 1] - ab[idx, 1] * rel[rows, idx, 0]
-    offset = np.sign(cross) * np.sqrt(d2[rows, idx])
-    heading = np.arctan2(ab[idx, 1], ab[idx, 0])
+    keep = np.concatenate([[True], np.hypot(*np.diff(lane, axis=0).T) > 1e-9])
+    lane = lane[keep]
+    if len(lane) < 2:
+        raise InvalidInputError("lane_geometry has fewer than 2 distinct points near the plan")
+    import shapely  # projection of many points on a polyline, in C
+
+    line = shapely.LineString(lane)
+    s = shapely.line_locate_point(line, shapely.points(xy))
+    proj = shapely.get_coordinates(shapely.line_interpolate_point(line, s))
+    cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(lane, axis=0).T))])
+    idx = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(lane) - 2)
+    ab = lane[idx + 1] - lane[idx]
+    d = xy - proj
+    cross = ab[:, 0] * d[:, 1] - ab[:, 1] * d[:, 0]
+    offset = np.sign(cross) * np.hypot(d[:, 0], d[:, 1])
+    heading = np.arctan2(ab[:, 1], ab[:, 0])
     return offset, heading
 
 
@@ -308,6 +312,7 @@ def meta_actions(
     # missing or noisy), smoothed; stop wins wherever the speed is below the stop speed.
     accel = np.diff(np.concatenate([[v0], speed])) / dt
     accel = _moving_average(accel, smooth)
+
     def lon_class(k: int, scale: float) -> LongitudinalMetaAction:
         a = accel[k]
         if speed[k] < cfg.stop_speed_mps and (k == 0 or speed[k - 1] < cfg.stop_speed_mps * 2):
@@ -333,6 +338,7 @@ def meta_actions(
     yaw_rate = _moving_average(np.diff(np.unwrap(yaw)) / dt, smooth)
     mean_speed = 0.5 * (np.concatenate([[v0], speed[:-1]]) + speed)
     curvature = yaw_rate / np.maximum(mean_speed, cfg.min_steer_speed_mps)
+
     def lat_class(k: int, scale: float) -> LateralMetaAction:
         w = yaw_rate[k]
         if mean_speed[k] < cfg.min_steer_speed_mps or abs(w) < cfg.steer_yaw_rate_radps * scale:
@@ -457,6 +463,7 @@ class LateralRule:
     forbidden: frozenset[LateralMetaAction] = frozenset()
     offset_ok: bool = False
     needs_side: bool = True
+    waiting_ok: bool = False  # a plan that stops or covers < turn_min_travel_m need not steer
 
 
 _MIRROR = {
@@ -494,9 +501,9 @@ LATERAL_COMPATIBILITY: dict[LateralDecision, LateralRule] = {
         forbidden=frozenset({LAT.LANE_CHANGE_RIGHT, LAT.SHARP_STEER_RIGHT}),
         offset_ok=True,
     ),
+    # a turn may first swing the other way (entering a roundabout) and may wait at the line
     LateralDecision.TURN: LateralRule(
-        required=frozenset({LAT.STEER_LEFT, LAT.SHARP_STEER_LEFT}),
-        forbidden=frozenset({LAT.LANE_CHANGE_RIGHT, LAT.SHARP_STEER_RIGHT}),
+        required=frozenset({LAT.STEER_LEFT, LAT.SHARP_STEER_LEFT}), waiting_ok=True
     ),
     # the side of a lateral abort is the direction of the move back into the original lane
     LateralDecision.LATERAL_ABORT: LateralRule(
@@ -517,6 +524,7 @@ def lateral_rule_for(decision: LateralDecision, side: Side) -> LateralRule:
         forbidden=frozenset(_MIRROR[a] for a in rule.forbidden),
         offset_ok=rule.offset_ok,
         needs_side=rule.needs_side,
+        waiting_ok=rule.waiting_ok,
     )
 
 
@@ -587,7 +595,12 @@ def _lateral_consistent(
     bad = [a.value for a in present if a in mirrored.forbidden]
     if bad:
         reasons.append(f"lateral {decision.value} {side.value} forbids {', '.join(bad)}")
-    if mirrored.required and not set(present) & mirrored.required:
+    waiting = False
+    if mirrored.waiting_ok:
+        dt = ma.horizon_s / max(len(ma.speed_mps), 1)
+        travel = float(np.sum(ma.speed_mps) * dt)
+        waiting = LON.STOP in ma.actions("longitudinal") or travel < cfg.turn_min_travel_m
+    if mirrored.required and not set(present) & mirrored.required and not waiting:
         moved = ma.max_left_offset_m if side == Side.LEFT else ma.max_right_offset_m
         need = cfg.nudge_min_offset_m
         if decision in (LateralDecision.LANE_CHANGE, LateralDecision.MERGE_SPLIT):
