@@ -581,6 +581,36 @@ def test_false_factor_is_dropped_and_flagged(case_name, factor, reason):
         label(decision, case.scene, case.future, 0, strict=True)
 
 
+def test_cross_traffic_distance_is_the_straight_line_from_the_bumper():
+    """A car on the crossing road, 20 m before the crossing: 45 m along the ego path to its
+    nearest point, 48.5 m in a straight line from the front bumper; both hold, its speed
+    along the ego path is not stated (it depends on whose path)."""
+    case = _case("yield_control")
+    for claimed in (48.5, 45.2):
+        d = Decision(LON.YIELD, factors=(_obj("other", Side.RIGHT, claimed, -10.0),))
+        lab = label(d, case.scene, case.future, 0)
+        assert not lab.dropped_factors, lab.dropped_factors
+        assert lab.stated_factors[0].relative_speed_mps is None
+        assert "closing" not in lab.text and "pulling away" not in lab.text
+    d = Decision(LON.YIELD, factors=(_obj("other", Side.RIGHT, 30.0),))
+    assert label(d, case.scene, case.future, 0).dropped_factors
+
+
+def test_lane_end_of_the_lane_being_left_holds_mid_lane_change():
+    """Half-way into the continuing lane the ego is nearer lane_1, but the expert still
+    measures where its origin lane (lane_0) ends."""
+    scene = make_scene(
+        _lane_drop(), ego_xy=(0.0, 2.0), ego_speed_mps=12.0, route_lane_ids=("lane_1",)
+    )
+    end = CausalFactor(
+        K.LANE_GEOMETRY, "the ego lane ends ahead", side=Side.AHEAD, distance_m=100.0 - EGO_FRONT_M
+    )
+    d = Decision(LON.SET_SPEED_TRACKING, LAT.MERGE_SPLIT, Side.LEFT, factors=(end,))
+    lab = label(d, scene, None, 0)
+    assert not lab.dropped_factors, lab.dropped_factors
+    assert "95 m" in lab.text  # 96.1 m rounded to 5 m steps
+
+
 def test_true_and_false_factor_together_keep_the_true_one():
     case = _case("follow")
     decision = Decision(

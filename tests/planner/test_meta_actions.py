@@ -232,3 +232,20 @@ def test_turn_right_needs_steering_right():
     turn_left = _decision(LongitudinalDecision.SPEED_ADAPTATION, LateralDecision.TURN, Side.LEFT)
     assert is_consistent(turn_right, right_turn).lateral
     assert not is_consistent(turn_left, right_turn).lateral
+
+
+def test_turn_may_wait_at_the_line_and_a_lane_change_may_be_finishing():
+    turn_left = _decision(LongitudinalDecision.YIELD, LateralDecision.TURN, Side.LEFT)
+    waiting = meta_actions(_straight(-3.0, 6.0))  # stops at the line: no steering yet
+    assert is_consistent(turn_left, waiting).lateral
+    driving_straight = meta_actions(_straight(0.0, 8.0))  # 51 m without turning
+    assert not is_consistent(turn_left, driving_straight).lateral
+    # the tail of a left lane change: heading left at t0, straightening (steer right) while
+    # still drifting 0.5 m left
+    t = 0.1 * np.arange(1, N + 1)
+    y = 0.5 * (1 - (1 - np.clip(t / 2.0, 0, 1)) ** 2)
+    tail = meta_actions(_from_xy(15.0 * t, y, np.full(N, 15.0)), v0=15.0)
+    lc_left = _decision(
+        LongitudinalDecision.SET_SPEED_TRACKING, LateralDecision.LANE_CHANGE, Side.LEFT
+    )
+    assert is_consistent(lc_left, tail).lateral
