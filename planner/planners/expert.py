@@ -28,6 +28,7 @@ the object's nearest box point, relative speed along the path).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -699,16 +700,21 @@ class ExpertPlanner(PrivilegedPlanner):
         return a * (free - (s_star / max(gap, 0.01)) ** 2)
 
     def _leader_in(self, path: ReferencePath, objs: _Objects) -> int | None:
-        """Nearest object ahead in the lane band of `path` (centred)."""
+        """Nearest object ahead in the lane band of `path` (centred), leaving out stationary
+        objects that a nudge of at most `prefer_lane_change_offset_m` passes (a nudge, not a
+        lane change, is the answer to those)."""
         s_front = path.s_ego + self._front
-        k = path.index(objs.s_c)
         half = 0.5 * self._scene.ego.width + self.cfg.corridor_margin_m
         ok = objs.near & (objs.s_min > s_front - 0.5) & (objs.l_max > -half) & (objs.l_min < half)
-        ok &= path.half_width_left_m[k] > 0  # keep shape
         idx = np.flatnonzero(ok)
-        if len(idx) == 0:
-            return None
-        return int(idx[np.argmin(objs.s_min[idx])])
+        idx = idx[np.argsort(objs.s_min[idx])]
+        for i in idx:
+            if math.hypot(objs.v_along[i], objs.v_lat[i]) < self.cfg.stationary_speed_mps:
+                nl, nr, _, _ = self._nudge_options(path, objs, int(i), self._scene.ego.width)
+                if min(abs(nl), abs(nr)) <= self.cfg.prefer_lane_change_offset_m:
+                    continue
+            return int(i)
+        return None
 
     def _lateral_manoeuvre(
         self,
@@ -1243,7 +1249,12 @@ class ExpertPlanner(PrivilegedPlanner):
             if cost == 0.0:
                 continue  # passes without any offset
             desc = f"{_KIND_NAME[objs.agents[i].agent_class]} encroaching into the ego lane"
-            nudges.append(_Nudge(need, s_from, s_to, in_lane, self._factor(path, objs, i, v, desc)))
+            # the side it will be on while the ego passes it: opposite to the nudge
+            f = dataclasses.replace(
+                self._factor(path, objs, i, v, desc),
+                side=Side.RIGHT if need > 0 else Side.LEFT,
+            )
+            nudges.append(_Nudge(need, s_from, s_to, in_lane, f))
         if nudges and plan.lateral == LateralDecision.LANE_KEEPING:
             n0 = nudges[0]
             plan.lateral = (

@@ -595,3 +595,24 @@ def test_random_scenes_always_give_valid_plans_and_decisions():
         for f in out.decision.factors:
             assert f.distance_m is None or (math.isfinite(f.distance_m) and f.distance_m >= 0)
         m.stop_lines.pop("sl", None)
+
+
+def test_obstacle_reaching_far_into_the_lane_gives_an_out_of_lane_nudge_when_the_left_lane_is_free():
+    # a 1.0 m wide parked van whose left side reaches 1.4 m into lane_0 (half width 1.85 m)
+    van = make_agent("van", 35.0, -1.85 + 1.4 - 0.5, 0.0, 0.0, AgentClass.STATIC_OBSTACLE, 5.0, 1.0)
+    road = straight_road_map(n_lanes=2)
+    scene = make_scene(road, ego_speed_mps=8.0, agents=[van])
+    out = _plan(scene)
+    d = out.decision
+    assert d.lateral == LateralDecision.OUT_OF_LANE_NUDGE
+    assert d.lateral_side == Side.LEFT
+    assert _factor(out, CausalFactorKind.CRITICAL_OBJECT, "van").side == Side.RIGHT
+    y = out.trajectory.xy[:, 1]
+    assert y.max() + 1.9 / 2 > 1.85  # the body crosses the lane line
+    assert not _overlaps(scene, out)
+    # with a car alongside in the left lane the nudge waits: the van is a wall for now
+    car = make_agent("car", 3.0, 3.7, 0.0, 8.0)
+    scene = make_scene(road, ego_speed_mps=8.0, agents=[van, car])
+    out = _plan(scene)
+    assert out.decision.lateral != LateralDecision.OUT_OF_LANE_NUDGE
+    assert not _overlaps(scene, out)
