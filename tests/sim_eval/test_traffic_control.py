@@ -216,3 +216,17 @@ def test_entering_car_gives_way_to_circulating_car():
     assert not circ.crashed and not entering.crashed
     assert order == ["circ", "enter"]
     assert min(speeds) < 3.0  # it slowed down to give way
+
+
+def test_urban_traffic_yaml_matches_the_typed_defaults_and_rejects_typos():
+    from planner.config import ConfigError
+    from sim_eval.sim.families.urban_families import (
+        UrbanTrafficConfig,
+        load_urban_traffic_config,
+    )
+
+    assert load_urban_traffic_config() == UrbanTrafficConfig()
+    cfg = load_urban_traffic_config(overrides=["idm.time_gap_s=2.0"])
+    assert cfg.idm.time_gap_s == 2.0
+    with pytest.raises(ConfigError, match="time_gap_s"):
+        load_urban_traffic_config(overrides=["idm.time_gap=2.0"])

@@ -23,15 +23,18 @@ can impose (red phases are bounded by `max_red_wait_s`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from highway_env.road.lane import AbstractLane, CircularLane, LineType, StraightLane
 from highway_env.road.road import RoadNetwork
 
+from planner.config import load_config
 from planner.taxonomy import AgentClass, Command
 from planner.types import StopLine
 from sim_eval.sim.convert import stop_line_across
@@ -63,10 +66,40 @@ from sim_eval.sim.vulnerable import (
     VulnerableConfig,
 )
 
+DEFAULT_URBAN_TRAFFIC_CONFIG = (
+    Path(__file__).resolve().parents[3] / "configs" / "urban_traffic.yaml"
+)
 LANE_WIDTH_M = AbstractLane.DEFAULT_WIDTH  # 4 m
 EGO_ARM = 1  # the arm at highway-env angle 90 deg (+y down): REP-103 south
 SPAWN_PERIOD_S = 1.0  # new background cars are considered once per simulated second
 N, C, S = LineType.NONE, LineType.CONTINUOUS, LineType.STRIPED
+
+
+@dataclass
+class UrbanTrafficConfig:
+    """Behaviour of urban background traffic, pedestrians and cyclists (YAML:
+    configs/urban_traffic.yaml). Scenario geometry and densities are family parameters
+    instead (they vary per episode)."""
+
+    idm: UrbanIdmConfig = field(default_factory=UrbanIdmConfig)
+    right_of_way: RightOfWayConfig = field(default_factory=RightOfWayConfig)
+    vulnerable: VulnerableConfig = field(default_factory=VulnerableConfig)
+
+
+def load_urban_traffic_config(
+    path: str | Path | None = DEFAULT_URBAN_TRAFFIC_CONFIG,
+    overrides: Sequence[str] = (),
+) -> UrbanTrafficConfig:
+    """Defaults, updated by the YAML file (when it exists), then by `key.sub=value`."""
+    if path is not None and not Path(path).is_file() and Path(path) == DEFAULT_URBAN_TRAFFIC_CONFIG:
+        path = None
+    return load_config(UrbanTrafficConfig, path, tuple(overrides))
+
+
+@functools.lru_cache(maxsize=1)
+def _traffic_config() -> UrbanTrafficConfig:
+    # read once per process: every episode of a run uses the same behaviour
+    return load_urban_traffic_config()
 
 
 def _key(index: LaneIndex | LaneKey) -> LaneKey:
@@ -534,7 +567,7 @@ def _intersection_common(
     traffic = BackgroundTraffic(
         sources,
         world.rng,
-        UrbanIdmConfig(),
+        _traffic_config().idm,
         spawn_prob_per_s=drawn["spawn_prob_per_s"],
         max_vehicles=drawn["max_vehicles"],
     )
@@ -609,7 +642,7 @@ def unprotected_intersection(world: World) -> FamilySetup:
         for k in minor
     ]
     control = IntersectionRightOfWay(
-        world.road, list(imap.approaches.values()), RightOfWayConfig(), traffic.idm
+        world.road, list(imap.approaches.values()), _traffic_config().right_of_way, traffic.idm
     )
     return _finish_intersection(
         world, imap, traffic, ego_keys, drawn, control, "unprotected_intersection", stop_lines, None
@@ -668,7 +701,11 @@ def signalised_intersection(world: World) -> FamilySetup:
         )
     signals = SignalController(lights, timing, offset)
     control = IntersectionRightOfWay(
-        world.road, list(imap.approaches.values()), RightOfWayConfig(), traffic.idm, signals
+        world.road,
+        list(imap.approaches.values()),
+        _traffic_config().right_of_way,
+        traffic.idm,
+        signals,
     )
     world.state["signals"] = signals
     return _finish_intersection(
@@ -695,9 +732,9 @@ def signalised_intersection(world: World) -> FamilySetup:
         "ego_exit": "random",  # first (right) | second (straight) | third (left) | random
         "ego_dist_to_line_m": [8.0, 15.0],
         "ego_speed_mps": [6.0, 8.0],
-        "initial_ring_vehicles": [1, 3],
+        "initial_ring_vehicles": [1, 2],
         "initial_vehicles": [2, 4],
-        "spawn_prob_per_s": [0.1, 0.2],
+        "spawn_prob_per_s": [0.07, 0.14],
         "max_vehicles": 12,
         "exit_length_m": 6.0,
     },
@@ -742,7 +779,7 @@ def roundabout(world: World) -> FamilySetup:
     if not _command_is(net, ego_keys, choice):
         # circulation may run either way in highway-env's frame: count exits the other way
         ego_keys = roundabout_route(rmap, EGO_ARM, (EGO_ARM + exits[choice]) % 4)
-    idm = UrbanIdmConfig()
+    idm = _traffic_config().idm
     sources = [
         TrafficSource(
             rmap.entry_route[k][0],
@@ -805,7 +842,11 @@ def roundabout(world: World) -> FamilySetup:
             traffic.place(world.road, route, pos - acc)
     _populate(world, traffic, drawn["initial_vehicles"], [ego_xy], max_s_fraction=0.6)
     control = RoundaboutYield(
-        world.road, list(rmap.approaches.values()), rmap.ring_keys, RightOfWayConfig(), idm
+        world.road,
+        list(rmap.approaches.values()),
+        rmap.ring_keys,
+        _traffic_config().right_of_way,
+        idm,
     )
 
     def control_hook(w: World) -> None:
@@ -903,8 +944,8 @@ def pedestrian_crossing(world: World) -> FamilySetup:
     if actor not in variants:
         raise ValueError(f"actor {actor!r} is not one of {', '.join(variants)}, random")
     drawn["actor"] = actor
-    idm = UrbanIdmConfig()
-    vcfg = VulnerableConfig()
+    idm = _traffic_config().idm
+    vcfg = _traffic_config().vulnerable
     traffic = BackgroundTraffic(
         [TrafficSource(onc_key, [[onc_key]])],
         world.rng,
