@@ -201,7 +201,9 @@ def register(registry: CommandRegistry) -> None:
         planner: str = typer.Option("expert", help="Planner name or checkpoint path."),
         suite: str = typer.Option("smoke", help="Scenario suite (configs/scenarios/)."),
         out: Path = typer.Option(..., "--out", help="Results folder (created; resumable)."),
-        seeds: str = typer.Option(None, help="Run on these seeds instead, e.g. 100-107,200."),
+        seeds: str = typer.Option(
+            None, help="Run every family of the suite on these seeds instead, e.g. 100-107,200."
+        ),
         workers: int = typer.Option(1, help="Parallel episode workers (processes)."),
         executor: str = typer.Option("local", help="local (process pool) or ray."),
         actuation_delay_s: float = typer.Option(

@@ -475,6 +475,37 @@ def _stat_table(rows: dict[str, Any], title_col: str = "metric") -> str:
     )
 
 
+# Columns of the families-at-a-glance table.
+GLANCE_METRICS = (
+    "collision_at_fault",
+    "offroad",
+    "close_encounter",
+    "red_light_violation",
+    "planner_failed",
+    "route_completion",
+    "driving_score",
+)
+
+
+def _glance_table(families: dict[str, dict[str, Any]]) -> str:
+    """One row per family, the key metrics as columns (value only; intervals below)."""
+    cols = [m for m in GLANCE_METRICS if any(m in rows for rows in families.values())]
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in cols)
+    body = []
+    for fam in sorted(families):
+        rows = families[fam]
+        n = (rows.get("episode_error") or {}).get("n", "-")
+        cells = "".join(
+            f"<td>{fmt_stat({**rows[m], 'low': None, 'high': None}) if m in rows else '-'}</td>"
+            for m in cols
+        )
+        body.append(
+            f"<tr><td><a href='#family-{html.escape(fam)}'>{html.escape(fam)}</a></td>"
+            f"<td>{n}</td>{cells}</tr>"
+        )
+    return f"<table><tr><th>family</th><th>episodes</th>{head}</tr>{''.join(body)}</table>"
+
+
 def _episode_table(records: list[dict[str, Any]], metrics: list[str]) -> str:
     head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
     rows = []
@@ -518,6 +549,7 @@ def write_report(
         _stat_table(summary.get("headline", {})),
     ]
     parts.append("<h2>Per family</h2>")
+    parts.append(_glance_table(summary.get("families", {})))
     for fam in families:
         parts.append(f"<h3 id='family-{html.escape(fam)}'>{html.escape(fam)}</h3>")
         parts.append(_stat_table(summary["families"][fam]))

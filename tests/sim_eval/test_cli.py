@@ -137,19 +137,23 @@ def test_sim_run_end_to_end_on_highway_env(app, tmp_path):
     )
     out = tmp_path / "run"
     args = ["sim", "run", "--planner", "idm", "--suite", str(suite), "--out", str(out)]
-    result = runner.invoke(app, [*args, "--animations", "1"])
+    result = runner.invoke(app, [*args, "--animations", "1", "--actuation-delay-s", "0.1"])
     assert result.exit_code == 0, result.output
+    assert "actuation_delay_s: 0.1" in (out / "config.yaml").read_text()
     assert "route_completion" in result.output and "report.html" in result.output
     rows = [json.loads(line) for line in (out / EPISODES_FILE).read_text().splitlines()]
     assert [r["key"] for r in rows] == ["hard_braking_lead:4"] and rows[0]["status"] == "ok"
     assert rows[0]["num_frames"] >= 20  # 2 s at 10 Hz (+ the first frame)
     assert (out / "animations" / "hard_braking_lead__4.gif").is_file()
-    # A rerun resumes (nothing left to do); another planner is refused with the fix.
+    # A rerun resumes (nothing left to do); another planner or delay is refused with the fix.
+    args.extend(["--actuation-delay-s", "0.1"])
     assert runner.invoke(app, args).exit_code == 0
     assert len((out / EPISODES_FILE).read_text().splitlines()) == 1
     refused = runner.invoke(app, [*args[:2], "--planner", "const-vel", *args[4:]])
     assert isinstance(refused.exception, UserError)
     assert "planner 'idm' there vs 'const-vel' now" in str(refused.exception)
+    refused = runner.invoke(app, args[:-2])
+    assert "sim config differs" in str(refused.exception)
 
 
 def test_bench_sim_measures_steps_and_writes_json(tmp_path):

@@ -45,6 +45,8 @@ def test_report_has_headline_family_tables_plots_and_animations(crash_run):
     out, res = crash_run
     text = (out / REPORT_FILE).read_text()
     assert "<h2>Headline</h2>" in text
+    glance = text.split("<h2>Per family</h2>")[1].split("<h3")[0]
+    assert "<a href='#family-slow_lead'>slow_lead</a></td><td>2</td><td>100.0%</td>" in glance
     for fam in ("cruise", "slow_lead"):
         assert f"<h3 id='family-{fam}'>" in text
     # every metric appears in the per-family tables with an interval
