@@ -1,0 +1,242 @@
+"""Model inputs and training targets: pre/post-processing as explicit steps (LeRobot style).
+
+`prompt_arrays(inp, cfg)` turns a `PlannerInput` into the model's prompt arrays (checked, with
+errors that say what to fix); `make_example(...)` adds the training targets (text ids, loss
+masks, normalised controls); `collate(...)` stacks examples into a batch of tensors whose keys
+are the constants below (the only place batch keys are spelled).
+
+Text layout after the prompt (positions P, P+1, ...):
+    full:  <cot> reasoning... </cot> <traj> a1 k1 ... a16 k16 <eos>
+    fast:  <traj> a1 k1 ... a16 k16 <eos>            (reasoning dropout / `fast` mode)
+The first token is the mode's choice and is never a target. The expert sees the prompt and
+the text up to and including <traj> (`context_len` text tokens).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from planner.model.config import ModelConfig, NormalizationConfig, TrajectoryTokenConfig
+from planner.model.tokenizer import CocTokenizer
+from planner.taxonomy import Command
+from planner.types import (
+    EGO_ACCEL,
+    EGO_CURV,
+    EGO_SPEED,
+    EGO_X,
+    EGO_Y,
+    EGO_YAW,
+    InvalidInputError,
+    PlannerInput,
+)
+
+CAMERAS = "cameras"  # (B, N_cam, T, H, W, 3) uint8
+EGO_HISTORY = "ego_history"  # (B, H, 6) float32, normalised
+ROUTE = "route"  # (B, route tokens, 2 * points per token) float32, normalised
+COMMAND = "command"  # (B,) int64 index into planner.taxonomy.Command
+SPEED_LIMIT = "speed_limit"  # (B,) float32, normalised
+TEXT_IDS = "text_ids"  # (B, L) int64, right-padded
+REASONING_TARGETS = "reasoning_targets"  # (B, L) float32: 1 where text_ids[j] is a CoC target
+TRAJECTORY_TARGETS = "trajectory_targets"  # (B, L) float32: 1 for trajectory-token targets
+CONTEXT_LEN = "context_len"  # (B,) int64: text tokens the expert sees (through <traj>)
+CONTROLS = "controls"  # (B, 64, 2) float32, normalised (accel, curvature)
+
+COMMAND_INDEX = {c: i for i, c in enumerate(Command)}
+
+
+def normalize_controls(controls: np.ndarray, norm: NormalizationConfig) -> np.ndarray:
+    """(..., 64, 2) physical (accel m/s^2, curvature 1/m) -> normalised, after clamping."""
+    c = np.asarray(controls, dtype=np.float32)
+    accel = np.clip(c[..., 0], -norm.accel_clamp_mps2, norm.accel_clamp_mps2)
+    curv = np.clip(c[..., 1], -norm.curvature_clamp_per_m, norm.curvature_clamp_per_m)
+    return np.stack(
+        [
+            (accel - norm.accel_mean_mps2) / norm.accel_std_mps2,
+            (curv - norm.curvature_mean_per_m) / norm.curvature_std_per_m,
+        ],
+        axis=-1,
+    ).astype(np.float32)
+
+
+def denormalize_controls(x: np.ndarray, norm: NormalizationConfig) -> np.ndarray:
+    """Inverse of `normalize_controls`, clamped to the physical limits (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    accel = x[..., 0] * norm.accel_std_mps2 + norm.accel_mean_mps2
+    curv = x[..., 1] * norm.curvature_std_per_m + norm.curvature_mean_per_m
+    return np.stack(
+        [
+            np.clip(accel, -norm.accel_clamp_mps2, norm.accel_clamp_mps2),
+            np.clip(curv, -norm.curvature_clamp_per_m, norm.curvature_clamp_per_m),
+        ],
+        axis=-1,
+    )
+
+
+def trajectory_bins(normalized: np.ndarray, cfg: TrajectoryTokenConfig) -> np.ndarray:
+    """(64, 2) normalised controls -> (chunks, 2) bin indices of the chunk means."""
+    chunks = normalized.reshape(cfg.chunks, cfg.steps_per_token, 2).mean(axis=1)
+    scaled = (np.clip(chunks, -cfg.clip_std, cfg.clip_std) + cfg.clip_std) / (2 * cfg.clip_std)
+    return np.rint(scaled * (cfg.bins - 1)).astype(np.int64)
+
+
+def bins_to_controls(bins: np.ndarray, cfg: TrajectoryTokenConfig) -> np.ndarray:
+    """(chunks, 2) bin indices -> (64, 2) normalised controls (piecewise constant)."""
+    values = bins.astype(np.float32) / (cfg.bins - 1) * (2 * cfg.clip_std) - cfg.clip_std
+    return np.repeat(values, cfg.steps_per_token, axis=0)
+
+
+def trajectory_token_ids(
+    normalized: np.ndarray, cfg: TrajectoryTokenConfig, tokenizer: CocTokenizer
+) -> np.ndarray:
+    """(64, 2) normalised controls -> (2 * chunks,) ids: accel bin, curvature bin per chunk."""
+    bins = trajectory_bins(normalized, cfg)
+    ids = np.stack(
+        [tokenizer.accel_bin_ids[bins[:, 0]], tokenizer.curvature_bin_ids[bins[:, 1]]], axis=1
+    )
+    return ids.reshape(-1)
+
+
+def ego_features(ego_history: np.ndarray, norm: NormalizationConfig) -> np.ndarray:
+    """(H, 7) ego-frame history -> (H, 6) scaled x, y, yaw, speed, accel, curvature."""
+    h = np.asarray(ego_history, dtype=np.float64)
+    return np.stack(
+        [
+            h[:, EGO_X] / norm.position_scale_m,
+            h[:, EGO_Y] / norm.position_scale_m,
+            h[:, EGO_YAW],
+            h[:, EGO_SPEED] / norm.speed_scale_mps,
+            (h[:, EGO_ACCEL] - norm.accel_mean_mps2) / norm.accel_std_mps2,
+            (h[:, EGO_CURV] - norm.curvature_mean_per_m) / norm.curvature_std_per_m,
+        ],
+        axis=1,
+    ).astype(np.float32)
+
+
+def route_features(route_xy: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """(K, 2) route ahead (ego frame) -> (route tokens, 2 * points per token), scaled. A
+    shorter route repeats its last point (the route ends there); a longer one is cut."""
+    r = np.asarray(route_xy, dtype=np.float64).reshape(-1, 2)
+    if len(r) == 0:
+        r = np.zeros((1, 2))
+    if len(r) < cfg.route_points:
+        r = np.concatenate([r, np.repeat(r[-1:], cfg.route_points - len(r), axis=0)])
+    r = r[: cfg.route_points] / cfg.normalization.route_scale_m
+    tokens = cfg.route_points // cfg.route_points_per_token
+    return r.reshape(tokens, 2 * cfg.route_points_per_token).astype(np.float32)
+
+
+def check_cameras(cameras: np.ndarray | None, cfg: ModelConfig) -> np.ndarray:
+    v = cfg.vision
+    want = (v.cameras, v.frames, v.image_height_px, v.image_width_px, 3)
+    if cameras is None:
+        raise InvalidInputError(
+            f"the VLA planner needs camera frames {want} (N_cam, T, H, W, 3) but the input has "
+            "none: build PlannerInput with a SensorRig renderer or a source with real cameras"
+        )
+    cams = np.asarray(cameras)
+    if cams.shape[0] != v.cameras:
+        raise InvalidInputError(
+            f"the model was trained on {v.cameras} cameras, the input has {cams.shape[0]}: use "
+            "the same rig (configs/sensors) as the checkpoint's vision config"
+        )
+    if cams.shape != want or cams.dtype != np.uint8:
+        raise InvalidInputError(
+            f"camera frames are {cams.dtype} {tuple(cams.shape)}, the model expects uint8 {want} "
+            "(N_cam, T, H, W, 3): render with the checkpoint's camera size and frame count"
+        )
+    return cams
+
+
+def prompt_arrays(inp: PlannerInput, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """The prompt of one PlannerInput (no batch dimension), after checking it."""
+    cams = check_cameras(inp.cameras, cfg)
+    hist = np.asarray(inp.ego_history, dtype=np.float64)
+    if hist.shape != (cfg.history_steps, 7):
+        raise InvalidInputError(
+            f"ego_history has shape {hist.shape}, the model expects ({cfg.history_steps}, 7): "
+            "pad it with planner.features.pad_ego_history"
+        )
+    if not np.isfinite(hist).all():
+        row, col = np.argwhere(~np.isfinite(hist))[0]
+        raise InvalidInputError(
+            f"ego_history has a non-finite value at row {row}, column {col}: check the "
+            "odometry source or drop the sample"
+        )
+    if not np.isfinite(np.asarray(inp.route_xy, dtype=np.float64)).all():
+        raise InvalidInputError("route_xy has non-finite points: check the route source")
+    if not np.isfinite(inp.speed_limit_mps) or inp.speed_limit_mps < 0:
+        raise InvalidInputError(
+            f"speed_limit_mps is {inp.speed_limit_mps}: pass the lane's limit in m/s"
+        )
+    return {
+        CAMERAS: cams,
+        EGO_HISTORY: ego_features(hist, cfg.normalization),
+        ROUTE: route_features(inp.route_xy, cfg),
+        COMMAND: np.int64(COMMAND_INDEX[Command.parse(inp.command)]),
+        SPEED_LIMIT: np.float32(inp.speed_limit_mps / cfg.normalization.speed_scale_mps),
+    }
+
+
+def make_example(
+    inp: PlannerInput,
+    controls: np.ndarray,
+    reasoning: str | None,
+    tokenizer: CocTokenizer,
+    cfg: ModelConfig,
+    drop_reasoning: bool = False,
+) -> dict[str, np.ndarray]:
+    """One training example: prompt arrays + text ids, loss masks and normalised controls.
+
+    `controls` (64, 2) physical; `reasoning` the CoC text (None or `drop_reasoning` gives the
+    fast-mode layout). Reasoning longer than lm.max_reasoning_tokens is an error (raise the
+    limit or shorten the labels; a cut sentence would teach the model to stop mid-sentence)."""
+    example: dict[str, Any] = prompt_arrays(inp, cfg)
+    norm_controls = normalize_controls(controls, cfg.normalization)
+    if norm_controls.shape != (cfg.plan_steps, 2):
+        raise InvalidInputError(
+            f"controls must be ({cfg.plan_steps}, 2) (accel, curvature), got {norm_controls.shape}"
+        )
+    traj_ids = trajectory_token_ids(norm_controls, cfg.trajectory_tokens, tokenizer)
+    if reasoning is not None and not drop_reasoning:
+        r_ids = tokenizer.encode(reasoning)
+        if len(r_ids) > cfg.lm.max_reasoning_tokens:
+            raise InvalidInputError(
+                f"reasoning {reasoning!r} is {len(r_ids)} tokens, over lm.max_reasoning_tokens="
+                f"{cfg.lm.max_reasoning_tokens}: raise the limit or shorten the labels"
+            )
+        head = [tokenizer.cot_id, *r_ids, tokenizer.end_cot_id, tokenizer.traj_id]
+    else:
+        head = [tokenizer.traj_id]
+    ids = np.array([*head, *traj_ids.tolist(), tokenizer.eos_id], dtype=np.int64)
+    reasoning_targets = np.zeros(len(ids), dtype=np.float32)
+    reasoning_targets[1 : len(head)] = 1.0  # the text after the mode token, through <traj>
+    trajectory_targets = np.zeros(len(ids), dtype=np.float32)
+    trajectory_targets[len(head) :] = 1.0  # the bins and <eos>
+    example.update(
+        {
+            TEXT_IDS: ids,
+            REASONING_TARGETS: reasoning_targets,
+            TRAJECTORY_TARGETS: trajectory_targets,
+            CONTEXT_LEN: np.int64(len(head)),
+            CONTROLS: norm_controls,
+        }
+    )
+    return example
+
+
+def collate(examples: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Stack examples; text is right-padded with `pad_id` (masks with 0)."""
+    if not examples:
+        raise ValueError("collate needs at least one example")
+    batch: dict[str, torch.Tensor] = {}
+    length = max(len(e[TEXT_IDS]) for e in examples) if TEXT_IDS in examples[0] else 0
+    for key in examples[0]:
+        values = [np.asarray(e[key]) for e in examples]
+        if key in (TEXT_IDS, REASONING_TARGETS, TRAJECTORY_TARGETS):
+            fill = pad_id if key == TEXT_IDS else 0
+            values = [np.pad(v, (0, length - len(v)), constant_values=fill) for v in values]
+        batch[key] = torch.from_numpy(np.stack(values))
+    return batch

@@ -1,0 +1,106 @@
+"""The learned planner: a VLA checkpoint behind the one `Planner` interface.
+
+Non-privileged: it sees only the PlannerInput (cameras, ego history, route). Each `plan` call
+runs the shared host loop (planner/runner.py), integrates the first sample's controls with
+`Trajectory.from_controls`, parses the reasoning into a `Decision` and reports per-stage
+timings (ms): vision, prefill, decode, denoise, total.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from planner.base import Planner
+from planner.coc import parse_reasoning
+from planner.errors import UserError
+from planner.model import batch as B
+from planner.model.config import ModelConfig
+from planner.model.tokenizer import CocTokenizer
+from planner.runner import Backend, Runner, RunOptions, RunResult, make_backend
+from planner.types import PlannerInput, PlannerOutput, Reasoning, Trajectory
+
+log = logging.getLogger(__name__)
+
+
+class VLAPlanner(Planner):
+    name: ClassVar[str] = "vla"
+    privileged: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: ModelConfig,
+        tokenizer: CocTokenizer,
+        *,
+        mode: str | None = None,
+        samples: int | None = None,
+        euler_steps: int | None = None,
+        max_reasoning_tokens: int | None = None,
+        decoding: str | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ):
+        self.config = config
+        self.options = RunOptions.from_config(
+            config,
+            mode=mode,
+            samples=samples,
+            euler_steps=euler_steps,
+            max_reasoning_tokens=max_reasoning_tokens,
+            decoding=decoding,
+            top_p=top_p,
+        )
+        if self.options.mode == "explain":
+            raise UserError(
+                "mode 'explain' produces reasoning without a trajectory, so it cannot drive: use "
+                "planner.runner.Runner directly for explanations, or mode 'full' / 'fast'"
+            )
+        self.runner = Runner(backend, config, tokenizer)
+        self.seed = config.inference.seed if seed is None else int(seed)
+        self.last_result: RunResult | None = None
+        self.reset()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        backend: str | None = None,
+        num_threads: int | None = None,
+        **options: Any,
+    ) -> VLAPlanner:
+        from planner.model.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        threads = ckpt.config.inference.num_threads if num_threads is None else num_threads
+        be = make_backend(backend or ckpt.config.inference.backend, ckpt, num_threads=threads)
+        return cls(be, ckpt.config, ckpt.tokenizer, **options)
+
+    def reset(self) -> None:
+        """A new episode restarts the sampling stream (reproducible episodes)."""
+        self.rng = np.random.default_rng(self.seed)
+
+    def plan(self, inp: PlannerInput) -> PlannerOutput:
+        prompt = B.prompt_arrays(inp, self.config)  # raises InvalidInputError on bad input
+        result = self.runner.run(prompt, self.options, self.rng)
+        self.last_result = result
+        assert result.controls is not None  # explain mode is refused in __init__
+        controls = result.controls[0]
+        v0 = max(0.0, inp.ego_speed)
+        trajectory = Trajectory.from_controls(controls[:, 0], controls[:, 1], v0)
+        reasoning = None
+        if self.options.mode == "full":
+            text = result.reasoning[0]
+            reasoning = Reasoning(text=text, decision=parse_reasoning(text))
+        flags = ()
+        if reasoning is not None and reasoning.decision is None:
+            flags = ("reasoning_unparsed",)
+        return PlannerOutput(
+            trajectory=trajectory,
+            reasoning=reasoning,
+            timings_ms=dict(result.timings_ms),
+            flags=flags,
+        )

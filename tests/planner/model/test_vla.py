@@ -1,0 +1,193 @@
+"""VLA graphs and runner: cached decoding equals full recomputation, padded caches change
+nothing, per-sample lengths in one batch, seeded sampling, the planner and its input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from planner.model import batch as B
+from planner.model.lm import causal_mask
+from planner.planners.vla import VLAPlanner
+from planner.runner import Runner, RunOptions, TorchBackend
+from planner.types import InvalidInputError, Trajectory
+from tests.planner.model.tiny import planner_input, tiny_config, tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.set_num_threads(1)
+    cfg = tiny_config()
+    tok = tiny_tokenizer(cfg)
+    return cfg, tok, tiny_model(cfg, tok)
+
+
+def _prompt_tensors(cfg, inp):
+    arrays = B.prompt_arrays(inp, cfg)
+    return {k: torch.from_numpy(np.asarray(v))[None] for k, v in arrays.items()}
+
+
+def _cached_logits(model, cfg, prompt, text_ids):
+    """Prefill, then one decode step per text token: logits (L, V)."""
+    p, s = cfg.prompt_tokens, cfg.lm.max_seq_len
+    k, v = model.lm.empty_cache(1)
+    vision = model.encode_vision(prompt[B.CAMERAS])
+    slots = torch.arange(s)
+    mask = (slots[None, :] <= torch.arange(p)[:, None])[None]
+    _, k, v = model.prefill(
+        vision,
+        prompt[B.EGO_HISTORY],
+        prompt[B.ROUTE],
+        prompt[B.COMMAND],
+        prompt[B.SPEED_LIMIT],
+        k,
+        v,
+        mask,
+        torch.arange(p)[None],
+    )
+    out = []
+    for j, token in enumerate(text_ids):
+        pos = p + j
+        logits, k, v = model.decode_step(
+            torch.tensor([[token]]), k, v, (slots <= pos)[None, None], torch.tensor([[pos]])
+        )
+        out.append(logits[0, 0])
+    return torch.stack(out), k, v
+
+
+@torch.no_grad()
+def test_cached_decoding_equals_full_recomputation(parts) -> None:
+    cfg, tok, model = parts
+    prompt = _prompt_tensors(cfg, planner_input(cfg))
+    text = [tok.cot_id, *tok.encode("Keep the lane on the clear road."), tok.end_cot_id]
+    cached, _, _ = _cached_logits(model, cfg, prompt, text)
+    vision = model.encode_vision(prompt[B.CAMERAS])
+    x = model.prompt_embeddings(
+        vision, prompt[B.EGO_HISTORY], prompt[B.ROUTE], prompt[B.COMMAND], prompt[B.SPEED_LIMIT]
+    )
+    x = torch.cat([x, model.lm.embed(torch.tensor([text]))], dim=1)
+    positions = torch.arange(x.shape[1])[None]
+    hidden, _, _ = model.lm.run(x, positions, causal_mask(positions))
+    full = model.lm.head(hidden[0, cfg.prompt_tokens :])
+    assert torch.allclose(cached, full, atol=1e-5), (cached - full).abs().max()
+
+
+@torch.no_grad()
+def test_padded_cache_equals_unpadded(parts) -> None:
+    cfg, tok, model = parts
+    text = [tok.cot_id, *tok.encode("Come to a stop."), tok.end_cot_id, tok.traj_id]
+    exact_len = cfg.prompt_tokens + len(text)
+    exact_cfg = tiny_config(
+        f"lm.max_seq_len={exact_len}",
+        "lm.max_reasoning_tokens=4",
+        "inference.max_reasoning_tokens=4",
+    )
+    exact = tiny_model(exact_cfg, tok)
+    exact.load_state_dict(model.state_dict())  # the cache length is not a weight
+    prompt = _prompt_tensors(cfg, planner_input(cfg))
+    outputs = []
+    for m, c in ((model, cfg), (exact, exact_cfg)):
+        logits, k, v = _cached_logits(m, c, prompt, text)
+        ctx = torch.arange(c.lm.max_seq_len)[None] < exact_len
+        x_t = torch.linspace(-1, 1, 16 * 8).reshape(1, 16, 8)
+        vel = m.denoise_step(x_t, torch.tensor([0.3]), k, v, ctx, torch.tensor([exact_len]))
+        outputs.append((logits, vel))
+    assert torch.allclose(outputs[0][0], outputs[1][0], atol=1e-5)
+    assert torch.allclose(outputs[0][1], outputs[1][1], atol=1e-5)
+
+
+def test_k_samples_match_single_sample_and_fast_mode(parts) -> None:
+    cfg, tok, model = parts
+    runner = Runner(TorchBackend(model), cfg, tok)
+    prompt = B.prompt_arrays(planner_input(cfg), cfg)
+    one = runner.run(
+        prompt, RunOptions(samples=1, max_reasoning_tokens=6), np.random.default_rng(0)
+    )
+    three = runner.run(
+        prompt, RunOptions(samples=3, max_reasoning_tokens=6), np.random.default_rng(0)
+    )
+    # greedy reasoning is identical for every sample; noise differs per sample
+    assert three.reasoning_ids == [one.reasoning_ids[0]] * 3
+    assert np.allclose(three.controls[0], one.controls[0], atol=1e-4)
+    assert not np.allclose(three.controls[0], three.controls[1])
+    fast = runner.run(prompt, RunOptions(mode="fast"), np.random.default_rng(0))
+    assert fast.reasoning == [""] and fast.controls.shape == (1, 64, 2)
+    explain = runner.run(
+        prompt, RunOptions(mode="explain", max_reasoning_tokens=3), np.random.default_rng(0)
+    )
+    assert explain.controls is None and len(explain.reasoning_ids[0]) <= 3
+
+
+def test_per_sample_lengths_in_one_batch(parts) -> None:
+    """Samples that stop reasoning at different lengths each keep exactly their own text in
+    the batch cache: it equals the cache of that sample decoded alone (per-sample masks and
+    positions)."""
+    cfg, tok, model = parts
+    runner = Runner(TorchBackend(model), cfg, tok)
+    inp = planner_input(cfg)
+    prompt = B.prompt_arrays(inp, cfg)
+    opts = RunOptions(
+        samples=4, decoding="top_p", top_p=1.0, temperature=3.0, max_reasoning_tokens=8
+    )
+    batch = runner.run(prompt, opts, np.random.default_rng(3))
+    assert len({len(ids) for ids in batch.reasoning_ids}) > 1, "seed gives equal lengths"
+    for b, ids in enumerate(batch.reasoning_ids):
+        text = [tok.cot_id, *ids, tok.end_cot_id, tok.traj_id]
+        with torch.no_grad():
+            _, k, _ = _cached_logits(model, cfg, _prompt_tensors(cfg, inp), text)
+        n = cfg.prompt_tokens + len(text)
+        assert batch.context_mask[b].sum() == n and batch.context_mask[b, :n].all()
+        assert np.allclose(batch.k_cache[:, b, :, :n], k.numpy()[:, 0, :, :n], atol=1e-5)
+
+
+def test_seeded_sampling_is_reproducible(parts) -> None:
+    cfg, tok, model = parts
+    runner = Runner(TorchBackend(model), cfg, tok)
+    prompt = B.prompt_arrays(planner_input(cfg), cfg)
+    opts = RunOptions(
+        samples=2, decoding="top_p", top_p=0.95, temperature=2.0, max_reasoning_tokens=6
+    )
+    a = runner.run(prompt, opts, np.random.default_rng(7))
+    b = runner.run(prompt, opts, np.random.default_rng(7))
+    c = runner.run(prompt, opts, np.random.default_rng(8))
+    assert a.reasoning_ids == b.reasoning_ids and np.array_equal(a.controls, b.controls)
+    assert not np.array_equal(a.controls, c.controls)
+
+
+def test_planner_returns_trajectory_reasoning_and_timings(parts) -> None:
+    cfg, tok, model = parts
+    planner = VLAPlanner(TorchBackend(model), cfg, tok, max_reasoning_tokens=5)
+    out = planner.plan(planner_input(cfg))
+    assert isinstance(out.trajectory, Trajectory) and len(out.trajectory) == 64
+    assert out.reasoning is not None and isinstance(out.reasoning.text, str)
+    assert {"vision", "prefill", "decode", "denoise"} <= set(out.timings_ms)
+    assert all(v >= 0 for v in out.timings_ms.values())
+    planner.reset()
+    again = planner.plan(planner_input(cfg))
+    assert np.array_equal(out.trajectory.data, again.trajectory.data)  # reset restarts the seed
+    fast = VLAPlanner(TorchBackend(model), cfg, tok, mode="fast").plan(planner_input(cfg))
+    assert fast.reasoning is None and "denoise" in fast.timings_ms
+
+
+def test_planner_input_errors(parts) -> None:
+    cfg, tok, model = parts
+    planner = VLAPlanner(TorchBackend(model), cfg, tok, max_reasoning_tokens=2)
+    inp = planner_input(cfg)
+    inp.cameras = np.concatenate([inp.cameras, inp.cameras])
+    with pytest.raises(InvalidInputError, match="trained on 1 cameras, the input has 2"):
+        planner.plan(inp)
+    inp = planner_input(cfg)
+    inp.cameras = inp.cameras[:, :, :16]
+    with pytest.raises(InvalidInputError, match="expects uint8"):
+        planner.plan(inp)
+    inp = planner_input(cfg)
+    inp.cameras = None
+    with pytest.raises(InvalidInputError, match="needs camera frames"):
+        planner.plan(inp)
+    inp = planner_input(cfg)
+    inp.ego_history[3, 2] = np.nan
+    with pytest.raises(InvalidInputError, match="non-finite value at row 3"):
+        planner.plan(inp)
+    with pytest.raises(Exception, match="explain"):
+        VLAPlanner(TorchBackend(model), cfg, tok, mode="explain")
