@@ -1581,7 +1581,10 @@ class ExpertPlanner(PrivilegedPlanner):
                 )
             )
         out.extend(self._conflict_constraints(path, objs, scene, v, v_max))
-        return out
+        # only the nearest leaders matter to the ego (the rollout cost grows with each)
+        leaders = sorted((c for c in out if c.tag == "leader"), key=lambda c: c.s_rear)
+        drop = {id(c) for c in leaders[cfg.max_leaders :]}
+        return [c for c in out if id(c) not in drop]
 
     def _has_ring_priority(self, path: ReferencePath, s_at: float, a: Agent) -> bool:
         """Is the ego circulating on a ring lane at `s_at` while agent `a` is not?"""
@@ -1820,34 +1823,48 @@ class ExpertPlanner(PrivilegedPlanner):
         v_cap = math.inf
         if pending is not None and pending.slow_to_mps is not None:
             v_cap = pending.slow_to_mps  # gap searching: slot in behind the blocking vehicle
-        cons = [(c.s_rear, c.v, c.a, c.min_gap_m, c.headway_s) for c in constraints]
-        accel = np.zeros(PLAN_STEPS)
-        speed = np.zeros(PLAN_STEPS)
-        dist = np.zeros(PLAN_STEPS + 1)
+        # Predicted rear position and speed of every constraint at every step, (C, 64):
+        # constant velocity or constant acceleration until standstill.
+        t_k = dt * np.arange(PLAN_STEPS)
+        n_c = len(constraints)
+        if n_c:
+            s_r = np.array([c.s_rear for c in constraints])[:, None]
+            v_c = np.array([c.v for c in constraints])[:, None]
+            a_c = np.array([c.a for c in constraints])[:, None]
+            braking = (a_c < 0.0) & (v_c > 0.0)
+            t_stop = np.where(braking, v_c / np.where(braking, -a_c, 1.0), np.inf)
+            t_eff = np.minimum(t_k[None, :], t_stop)
+            pos_all = (s_r + v_c * t_eff + 0.5 * a_c * t_eff * t_eff).tolist()
+            vel_all = np.maximum(0.0, v_c + a_c * t_eff).tolist()
+        params = [(c.min_gap_m, c.headway_s) for c in constraints]
+        accel = [0.0] * PLAN_STEPS
+        speed = [0.0] * PLAN_STEPS
+        dist = [0.0] * (PLAN_STEPS + 1)
         v, x = v0, 0.0
         binding = None
         self._a_free0 = 0.0
         self._a_cons0: list[float] = []
         ds = path.ds
-        n_env = len(env) - 1
+        env_list = env.tolist()
+        n_env = len(env_list) - 1
+        max_decel = cfg.max_decel_mps2
         for k in range(PLAN_STEPS):
-            t = k * dt
-            kk = min(n_env, max(0, int((s_front0 + x) / ds + 0.5)))
-            vd = min(float(env[kk]), v_cap)
-            vd = max(vd, 0.1)
+            kk = int((s_front0 + x) / ds + 0.5)
+            kk = n_env if kk > n_env else (0 if kk < 0 else kk)
+            vd = env_list[kk]
+            if vd > v_cap:
+                vd = v_cap
+            if vd < 0.1:
+                vd = 0.1
             free = a_max * (1.0 - (v / vd) ** delta)
             a_cmd = free
-            for j, (sr, vl, al, s0, hw) in enumerate(cons):
-                if al < 0.0 and vl > 0.0:
-                    t_stop = min(t, vl / -al)
-                    pos = sr + vl * t_stop + 0.5 * al * t_stop * t_stop
-                    vlt = vl + al * t_stop
-                else:
-                    pos = sr + vl * t + 0.5 * al * t * t
-                    vlt = max(0.0, vl + al * t)
-                gap = pos - (s_front0 + x)
-                s_star = s0 + max(0.0, v * hw + v * (v - vlt) / sqrt_ab)
-                a_j = free - a_max * (s_star / max(gap, 0.01)) ** 2
+            front = s_front0 + x
+            for j in range(n_c):
+                s0, hw = params[j]
+                gap = pos_all[j][k] - front
+                dv_term = v * hw + v * (v - vel_all[j][k]) / sqrt_ab
+                s_star = s0 + (dv_term if dv_term > 0.0 else 0.0)
+                a_j = free - a_max * (s_star / (gap if gap > 0.01 else 0.01)) ** 2
                 if k == 0:
                     self._a_cons0.append(a_j)
                 if a_j < a_cmd:
@@ -1856,12 +1873,15 @@ class ExpertPlanner(PrivilegedPlanner):
                         binding = j
             if k == 0:
                 self._a_free0 = free
-            a_cmd = min(max(a_cmd, -cfg.max_decel_mps2), a_max)
-            v_next = max(0.0, v + a_cmd * dt)
-            a_real = (v_next - v) / dt
+            a_cmd = -max_decel if a_cmd < -max_decel else (a_max if a_cmd > a_max else a_cmd)
+            v_next = v + a_cmd * dt
+            if v_next < 0.0:
+                v_next = 0.0
+            accel[k] = (v_next - v) / dt
             x += 0.5 * (v + v_next) * dt
             v = v_next
-            accel[k], speed[k], dist[k + 1] = a_real, v, x
+            speed[k], dist[k + 1] = v, x
+        accel, speed, dist = np.array(accel), np.array(speed), np.array(dist)
         self._speed_profile = speed
         return accel, speed, dist, binding
 

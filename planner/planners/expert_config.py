@@ -51,6 +51,7 @@ class ExpertConfig:
     leader_max_heading_rad: float = 0.8  # an in-path object moving along the path is a leader
     stationary_speed_mps: float = 0.5
     object_search_lateral_m: float = 15.0  # ignore objects farther from the path
+    max_leaders: int = 3  # nearest leaders kept in the IDM rollout
     cut_in_horizon_s: float = 3.0  # along-moving objects entering the corridor this soon lead
     cut_in_min_heading_rad: float = 0.03  # heading off its own lane towards the ego path
     # ---- lane changes (MOBIL, Kesting, Treiber & Helbing 2007) -------------------------------
