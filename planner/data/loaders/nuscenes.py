@@ -32,6 +32,7 @@ from planner.data.loaders.common import (
     EgoTrack,
     LogData,
     LogFormatError,
+    LogLoadersConfig,
     LogSource,
     NoEgoTrackError,
     offset_boundaries,
@@ -91,7 +92,12 @@ class NuScenesSource(LogSource):
 
     format_name = "nuscenes"
 
-    def __init__(self, path, config=None, scene_names: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        path: str | Path,
+        config: LogLoadersConfig | None = None,
+        scene_names: tuple[str, ...] = (),
+    ):
         super().__init__(path, config)
         root = self.path
         # Accept the table folder itself as well as the dataroot.

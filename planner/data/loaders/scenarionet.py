@@ -101,7 +101,13 @@ class _ScenarioUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module.startswith("metadrive") or module.startswith("scenarionet"):
             return dict  # ScenarioDescription is a dict subclass
-        if module == "builtins" and name in ("dict", "list", "tuple", "set", "frozenset"):
+        if module in ("builtins", "__builtin__") and name in (
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+        ):
             return super().find_class(module, name)
         if module == "collections" and name in ("OrderedDict", "defaultdict"):
             return super().find_class(module, name)
@@ -111,7 +117,12 @@ class _ScenarioUnpickler(pickle.Unpickler):
                 return super().find_class(module, name)
             except ModuleNotFoundError:
                 return super().find_class(module.replace("numpy._core", "numpy.core"), name)
-        if module == "copyreg" and name == "_reconstructor":
+        if (module, name) in (
+            ("copyreg", "_reconstructor"),
+            ("copy_reg", "_reconstructor"),  # its Python 2 name in protocol 0-2 pickles
+            ("_codecs", "encode"),
+        ):
+            # protocol 2 pickles rebuild dict subclasses and bytes through these
             return super().find_class(module, name)
         raise LogFormatError(
             f"scenario pickle refers to {module}.{name}, which a ScenarioNet scenario never "

@@ -174,3 +174,35 @@ def test_non_scenario_pickle_is_rejected(tmp_path):
         open_log_source(path)
     with pytest.raises(Exception, match="missing key"):
         list(open_log_source(f"scenarionet:{path}").samples())
+
+
+class ScenarioDescription(dict):
+    """Stands in for metadrive.scenario.ScenarioDescription (a dict subclass)."""
+
+
+def test_metadrive_dict_subclass_and_numpy2_names_load_without_metadrive(tmp_path):
+    import pickle
+
+    raw = pickle.dumps(ScenarioDescription(make_scenario()), protocol=0)
+    raw = raw.replace(
+        f"{__name__}\nScenarioDescription".encode(),
+        b"metadrive.scenario.scenario_description\nScenarioDescription",
+    ).replace(b"numpy.core.multiarray", b"numpy._core.multiarray")
+    assert b"metadrive.scenario" in raw and b"numpy._core" in raw
+    path = tmp_path / "sd.pkl"
+    path.write_bytes(raw)
+    rlog = _resampled(path)
+    assert np.allclose(rlog.ego[:, EGO_X], _truth(rlog.t)[:, 0], atol=1e-4)
+
+
+def test_pickle_with_foreign_callables_is_refused(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("never",))
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"tracks": Evil(), "metadata": {}, "map_features": {}}))
+    with pytest.raises(Exception, match="refusing to unpickle"):
+        list(open_log_source(f"scenarionet:{path}").samples())
