@@ -444,9 +444,10 @@ LONGITUDINAL_COMPATIBILITY: dict[LongitudinalDecision, LongitudinalRule] = {
         forbidden=frozenset({LON.STRONG_ACCELERATION}),
         maintain_only_slow=True,
     ),
+    # rolling up to a stop line from low speed may first gain a little speed
     LongitudinalDecision.STOP_FOR_STATIC_CONSTRAINTS: LongitudinalRule(
-        allowed=frozenset({LON.MAINTAIN_SPEED, LON.STOP}) | _DECEL,
-        forbidden=_ACCEL,
+        allowed=frozenset({LON.MAINTAIN_SPEED, LON.STOP, LON.GENTLE_ACCELERATION}) | _DECEL,
+        forbidden=frozenset({LON.STRONG_ACCELERATION}),
         required=frozenset({LON.STOP}) | _DECEL,
         maintain_only_slow=True,
     ),

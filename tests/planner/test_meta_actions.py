@@ -182,6 +182,9 @@ def test_stop_needs_slowing_and_passing_needs_acceleration():
     stop = _decision(LongitudinalDecision.STOP_FOR_STATIC_CONSTRAINTS)
     assert is_consistent(stop, meta_actions(_straight(-3.0, 12.0))).longitudinal
     assert not is_consistent(stop, meta_actions(_straight(0.0, 12.0))).longitudinal
+    assert not is_consistent(stop, meta_actions(_straight(2.5, 3.0))).longitudinal
+    roll_up = np.concatenate([np.full(10, 0.8), np.full(54, -1.0)])  # creep, then brake
+    assert is_consistent(stop, meta_actions(_straight(roll_up, 2.0))).longitudinal
     passing = _decision(LongitudinalDecision.ACCELERATION_FOR_PASSING)
     assert is_consistent(passing, meta_actions(_straight(1.2, 15.0))).longitudinal
     assert not is_consistent(passing, meta_actions(_straight(-1.0, 15.0))).longitudinal
