@@ -145,16 +145,19 @@ def populate_lane(
     keep_clear: list[tuple[float, float]] = (),
     min_gap_m: float = 18.0,
     enable_lane_change: bool = True,
+    fill: bool = False,
 ) -> list:
     """Up to `count` IDM cars between s_from and s_to on one lane, at least `min_gap_m`
-    (plus 0.6 s of speed) apart, none inside the `keep_clear` (s_lo, s_hi) intervals."""
+    (plus 0.6 s of speed) apart, none inside the `keep_clear` (s_lo, s_hi) intervals.
+    With `fill`, placing goes on past s_to (up to one more span) until `count` are placed."""
     cars = []
     if count <= 0 or s_to <= s_from:
         return cars
     span = s_to - s_from
     mean_gap = span / count
     s = s_from + float(world.rng.uniform(0.0, mean_gap))
-    while s < s_to and len(cars) < count:
+    s_end = s_to + span if fill else s_to
+    while s < s_end and len(cars) < count:
         speed = float(world.rng.uniform(*speed_range))
         if not any(lo <= s <= hi for lo, hi in keep_clear):
             target = min(speed * float(world.rng.uniform(1.0, 1.1)), speed_range[1])
@@ -222,7 +225,14 @@ def dense_highway(world: World) -> FamilySetup:
         clear = [(ego_s - 25.0, ego_s + 30.0)] if lane == ego_lane else [(ego_s - 8, ego_s + 8)]
         placed += len(
             populate_lane(
-                world, ("a", "b", lane), s_from, s_from + span, n, speeds, keep_clear=clear
+                world,
+                ("a", "b", lane),
+                s_from,
+                s_from + span,
+                n,
+                speeds,
+                keep_clear=clear,
+                fill=True,
             )
         )
     ego_speed = traffic_speed
