@@ -591,13 +591,10 @@ class ExpertPlanner(PrivilegedPlanner):
         if path.dead_end_s is not None:
             wp = route.waypoints
             if len(wp) >= 1:
-                # the route ends before (or near) the dead end, on this road: nothing to do
-                s_end, lat_end = path.project(wp[-1:])
-                if (
-                    abs(float(lat_end[0])) < self.cfg.route_end_tolerance_m
-                    and float(s_end[0]) < path.dead_end_s + self.cfg.route_end_tolerance_m
-                    and abs(float(lat_end[0])) < 1.0 + path.half_width_left_m[-1]
-                ):
+                # the route ends before (or near) the dead end: nothing to do (all lanes of
+                # a road may end where the route does)
+                s_end, _ = path.project(wp[-1:])
+                if float(s_end[0]) < path.dead_end_s + self.cfg.route_end_tolerance_m:
                     return None
             return (path.dead_end_s, "lane_end")
         return None

@@ -616,3 +616,16 @@ def test_obstacle_reaching_far_into_the_lane_gives_an_out_of_lane_nudge_when_the
     out = _plan(scene)
     assert out.decision.lateral != LateralDecision.OUT_OF_LANE_NUDGE
     assert not _overlaps(scene, out)
+
+
+def test_all_lanes_ending_with_the_route_need_no_lane_change():
+    # both lanes end at x = 250 where the route (on the other lane) ends too
+    scene = make_scene(
+        straight_road_map(n_lanes=2),
+        ego_xy=(200.0, 0.0),
+        ego_speed_mps=10.0,
+        route_lane_ids=("lane_1",),
+    )
+    out = _plan(scene)
+    assert out.decision.lateral == LateralDecision.LANE_KEEPING
+    assert out.decision.longitudinal == LongitudinalDecision.SET_SPEED_TRACKING
