@@ -890,11 +890,18 @@ def _command_is(network: RoadNetwork, keys: Sequence[LaneKey], exit_name: str) -
         "pedestrians": [1, 2],
         "pedestrian_speed_mps": [1.1, 1.6],
         "crossing_cyclist_speed_mps": [3.5, 5.0],
-        "trigger_time_to_crosswalk_s": [2.5, 4.5],  # crossers go when the ego is this far (s)
-        "trigger_latest_s": [6.0, 9.0],  # ... or at the latest at this time (ego stopped/slow)
+        # The first crosser steps out so that it reaches the middle of the ego's lane when the
+        # ego (at its current speed) would reach the crosswalk, shifted by conflict_offset_s
+        # (> 0: the ego would arrive later); never with less than trigger_min_time_s to go.
+        "conflict_offset_s": [-0.5, 0.5],
+        "trigger_min_time_s": 2.0,
+        "trigger_latest_s": [6.0, 9.0],  # ... and at the latest at this time (ego stopped/slow)
         "cyclist_speed_mps": [4.5, 6.5],  # riding at the road edge
         "cyclist_ahead_m": [25.0, 40.0],
-        "cyclist_lateral_m": 1.3,  # right of the lane centre
+        "cyclist_lateral_m": [
+            0.8,
+            1.2,
+        ],  # right of the lane centre (its box reaches the ego's path)
         "oncoming_spawn_prob_per_s": [0.1, 0.3],
         "lead_vehicle_probability": 0.3,
         "max_vehicles": 8,
@@ -905,8 +912,9 @@ def pedestrian_crossing(world: World) -> FamilySetup:
     """A straight two-way street (one lane each way). Variants (`actor`): pedestrians cross
     at a crosswalk in front of the ego (from either kerb, one after the other), a cyclist
     crosses there, or a cyclist rides at the right edge of the ego's lane ahead of it.
-    Crossers step out when the ego is `trigger_time_to_crosswalk_s` away and background
-    traffic leaves them a gap; background cars yield to them."""
+    The first crosser steps out timed to meet the ego in its lane (`conflict_offset_s`) once
+    background traffic leaves it a gap; the others follow `stagger`; background cars yield to
+    them. A planner that ignores them hits them or passes within a whisker."""
     p = world.params
     net = world.road.network
     length = world.uniform("road_length_m")
@@ -969,7 +977,8 @@ def pedestrian_crossing(world: World) -> FamilySetup:
         speed_name = (
             "pedestrian_speed_mps" if actor == "pedestrian" else "crossing_cyclist_speed_mps"
         )
-        trigger_s = world.uniform("trigger_time_to_crosswalk_s")
+        offset_s = world.uniform("conflict_offset_s")
+        min_s = world.uniform("trigger_min_time_s")
         latest_s = world.uniform("trigger_latest_s")
         crossers = []
         stagger = []
@@ -988,7 +997,17 @@ def pedestrian_crossing(world: World) -> FamilySetup:
             world.road.vehicles.append(crosser)
             crossers.append(crosser)
             stagger.append(float(i) * float(world.rng.uniform(0.5, 1.5)))
-        drawn.update(crossers=n, trigger_time_to_crosswalk_s=trigger_s, trigger_latest_s=latest_s)
+        # time the first crosser needs from its kerb to the middle of the ego's lane
+        lead_crosser = crossers[0]
+        to_lane_s = abs(float(lead_crosser.start_xy[1]) - 0.5 * w) / lead_crosser.walk_speed_mps
+        trigger_eta_s = max(to_lane_s + offset_s, min_s)
+        drawn.update(
+            crossers=n,
+            conflict_offset_s=offset_s,
+            trigger_min_time_s=min_s,
+            trigger_latest_s=latest_s,
+            trigger_ego_eta_s=trigger_eta_s,
+        )
         cw_lanes = [
             CrosswalkLane(ego_key, cw - 2.0),
             CrosswalkLane(onc_key, length - cw - 2.0),
@@ -996,10 +1015,10 @@ def pedestrian_crossing(world: World) -> FamilySetup:
 
         def trigger(t: float, ego: Any) -> bool:
             if ego is None or t >= latest_s:  # no ego (traffic-only runs), or time is up
-                return t >= min(trigger_s, latest_s) if ego is None else True
+                return t >= min(trigger_eta_s, latest_s) if ego is None else True
             front = float(ego.position[0]) + 0.5 * float(ego.LENGTH)
-            dist = cw - 2.0 - front
-            return dist <= max(float(ego.speed), 1.0) * trigger_s
+            dist = cw - front  # to the middle of the crosswalk
+            return dist <= max(float(ego.speed), 1.0) * trigger_eta_s
 
         control = CrosswalkControl(world.road, cw_lanes, crossers, trigger, vcfg, idm, stagger)
         hooks.append(lambda w_: control.update(w_.time_s, w_.road.vehicles, w_.ego))
