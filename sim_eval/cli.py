@@ -177,7 +177,7 @@ def best_planner() -> str:
 
 
 def register(registry: CommandRegistry) -> None:
-    """Add `demo` (root), `sim run`, `sim compare` and `bench sim`."""
+    """Add `demo` (root), `sim run`, `sim compare`, `sim report` and `bench sim`."""
     sim = registry.group("sim")
     bench = registry.group("bench")
     root = registry.root
@@ -251,6 +251,25 @@ def register(registry: CommandRegistry) -> None:
         if result["regression"]:
             raise typer.Exit(code=1)
 
+    @sim.command(
+        "report",
+        epilog=(
+            "\b\nExamples:\n"
+            "  cocdrive sim report runs/smoke\n"
+            "  cocdrive sim report runs/regression report.animations=10"
+        ),
+    )
+    def sim_report(
+        run_dir: Path = typer.Argument(..., help="Results folder of a 'sim run'."),
+        overrides: list[str] = typer.Argument(None, help="report.* overrides key=value."),
+    ) -> None:
+        """Rebuild summary.json and report.html of a run from its episodes and logs."""
+        from rich.console import Console
+
+        from sim_eval.runner import rebuild_report
+
+        Console().print(f"report: {rebuild_report(run_dir, list(overrides or []))}")
+
     @root.command(
         "demo",
         epilog=(
@@ -278,7 +297,9 @@ def register(registry: CommandRegistry) -> None:
         ),
     )
     def bench_sim_cmd(
-        family: list[str] = typer.Option(None, help="Family to measure (repeatable; all)."),
+        family: list[str] = typer.Option(
+            None, help="Family to measure (repeatable; default: every family)."
+        ),
         steps: int = typer.Option(200, help="Timed 0.1 s steps per family."),
         planner: str = typer.Option("expert", help="Planner in the loop."),
         out: Path = typer.Option(None, help="Write the results as JSON here."),

@@ -504,6 +504,26 @@ def run_suite(
     return RunResult(out, records, summary, report_path)
 
 
+def rebuild_report(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Recompute summary.json and rewrite report.html (and its GIFs) of a results folder from
+    its episodes and logs, with `report.*` overrides; nothing is simulated again."""
+    from sim_eval.report import write_report
+
+    d = Path(run_dir)
+    manifest, records = read_run(d)
+    bad = [o for o in overrides if not o.strip().startswith("report.")]
+    if bad:
+        raise UserError(
+            f"override {bad[0]!r}: only report.* settings can change without rerunning the "
+            "episodes; run 'cocdrive sim run' into a new --out folder for anything else"
+        )
+    cfg_path = d / CONFIG_FILE
+    cfg = load_run_config(cfg_path if cfg_path.is_file() else None, list(overrides))
+    summary = summarize(records, manifest, cfg.metrics)
+    atomic_write_json(d / SUMMARY_FILE, summary)
+    return write_report(d, records, summary, cfg.report)
+
+
 def read_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(manifest, episode records) of a finished results folder, with clear errors."""
     d = Path(run_dir)
@@ -526,6 +546,7 @@ __all__ = [
     "RunResult",
     "load_run_config",
     "read_run",
+    "rebuild_report",
     "run_episode_task",
     "run_suite",
     "simulate_episode",

@@ -27,7 +27,8 @@ def app():
 
 
 @pytest.mark.parametrize(
-    "command", [["demo"], ["sim", "run"], ["sim", "compare"], ["bench", "sim"]]
+    "command",
+    [["demo"], ["sim", "run"], ["sim", "compare"], ["sim", "report"], ["bench", "sim"]],
 )
 def test_every_command_has_help_with_examples(app, command):
     result = runner.invoke(app, [*command, "--help"])

@@ -100,3 +100,14 @@ def test_episode_log_round_trip(tmp_path):
     assert np.isnan(log["plan_xy"][-1]).all()  # the last frame was never planned on
     assert any("lead vehicle" in str(t) for t in log["reasoning"])
     assert any("lead_obstacle_following" in str(t) for t in log["decision"])
+
+
+def test_rebuild_report_changes_only_report_settings(crash_run):
+    from planner.errors import UserError
+    from sim_eval.runner import rebuild_report
+
+    out, _ = crash_run
+    path = rebuild_report(out, ["report.animations=1"])
+    assert len(re.findall(rf"src='{ANIMATION_DIR}/[^']+\.gif'", path.read_text())) == 1
+    with pytest.raises(UserError, match="only report"):
+        rebuild_report(out, ["sim.actuation_delay_s=0.2"])
