@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from planner.geometry import world_to_ego_xy
 from planner.meta_actions import (
     LATERAL_COMPATIBILITY,
     LONGITUDINAL_COMPATIBILITY,
@@ -14,6 +15,7 @@ from planner.meta_actions import (
     is_consistent,
     meta_actions,
 )
+from planner.planners.expert import ExpertPlanner
 from planner.taxonomy import (
     LateralDecision,
     LateralMetaAction,
@@ -21,7 +23,8 @@ from planner.taxonomy import (
     LongitudinalMetaAction,
     Side,
 )
-from planner.types import PLAN_STEPS, Decision, InvalidInputError, Trajectory
+from planner.types import PLAN_STEPS, Decision, InvalidInputError, Lane, MapData, Trajectory
+from tests.helpers import lane_from_centerline, make_scene, run_closed_loop
 
 LON = LongitudinalMetaAction
 LAT = LateralMetaAction
@@ -252,3 +255,32 @@ def test_turn_may_wait_at_the_line_and_a_lane_change_may_be_finishing():
         LongitudinalDecision.SET_SPEED_TRACKING, LateralDecision.LANE_CHANGE, Side.LEFT
     )
     assert is_consistent(lc_left, tail).lateral
+
+
+def test_expert_lane_change_in_closed_loop_is_lane_change_left():
+    """The privileged expert leaves a lane that ends (tiny closed loop, exact state
+    following); the executed 6.4 s, read against the lane it left, is a left lane change."""
+    x0, x1 = np.linspace(-50.0, 100.0, 151), np.linspace(-50.0, 300.0, 351)
+    lanes: dict[str, Lane] = {
+        "lane_0": lane_from_centerline(
+            "lane_0", np.stack([x0, 0 * x0], axis=1), left_neighbor="lane_1"
+        ),
+        "lane_1": lane_from_centerline(
+            "lane_1", np.stack([x1, 0 * x1 + 3.7], axis=1), right_neighbor="lane_0"
+        ),
+    }
+    scene = make_scene(MapData(lanes=lanes), ego_speed_mps=12.0, route_lane_ids=("lane_1",))
+    frames, outs = run_closed_loop(ExpertPlanner(), scene, N)
+    assert outs[0].decision.lateral in (LateralDecision.LANE_CHANGE, LateralDecision.MERGE_SPLIT)
+    assert outs[0].decision.lateral_side == Side.LEFT
+    ego0 = frames[0].ego
+    xy = world_to_ego_xy(np.array([[f.ego.x, f.ego.y] for f in frames[1:]]), ego0)
+    yaw = np.array([f.ego.yaw for f in frames[1:]]) - ego0.yaw
+    speed = np.array([f.ego.speed for f in frames[1:]])
+    data = np.zeros((N, 6))
+    data[:, 0:2], data[:, 2], data[:, 3] = xy, yaw, speed
+    executed = Trajectory(data)
+    lane = world_to_ego_xy(lanes["lane_0"].centerline, ego0)
+    ma = meta_actions(executed, lane_geometry=lane, v0=ego0.speed, lane_width_m=3.7)
+    assert LAT.LANE_CHANGE_LEFT in _only(ma.lateral), ma.describe()
+    assert is_consistent(outs[0].decision, ma).lateral
