@@ -41,6 +41,7 @@ from sim_eval.sim.convert import (
 )
 from sim_eval.sim.families import (
     FamilySetup,
+    UnknownFamilyError,
     World,
     agent_class_of,
     get_family,
@@ -440,7 +441,10 @@ class HighwayEnvSimulator(Simulator):
 
         cfg = self.config
         seed = int(scenario.seed if seed is None else seed)
-        family = get_family(scenario.family)
+        try:
+            family = get_family(scenario.family)
+        except UnknownFamilyError as exc:
+            raise InvalidInputError(f"scenario {scenario.name!r}: {exc}") from None
         restore_behaviour_defaults()
         params = {**family.defaults, **dict(scenario.params)}
         unknown = sorted(set(scenario.params) - set(family.defaults))

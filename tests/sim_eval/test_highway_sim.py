@@ -304,6 +304,16 @@ def test_family_specific_content():
     assert drop.route.lane_ids[0] == ego_lane.left_neighbor
 
 
+def test_unknown_family_or_parameter_is_a_clear_error():
+    sim = HighwayEnvSimulator(SimConfig())
+    with pytest.raises(
+        InvalidInputError, match="did you mean 'cut_in'.*valid families: .*lane_drop"
+    ):
+        sim.reset(spec("cut_inn"))
+    with pytest.raises(InvalidInputError, match="unknown parameter.*valid: .*cut_gap_m"):
+        sim.reset(spec("cut_in", 1, cut_gap=3.0))
+
+
 def test_ego_lane_id_uses_the_project_id_format():
     sim = HighwayEnvSimulator(SimConfig())
     scene = sim.reset(spec())

@@ -206,13 +206,20 @@ def load_families() -> dict[str, FamilyBuilder]:
     return FAMILIES
 
 
+class UnknownFamilyError(KeyError):
+    """No family of that name is registered (the message lists the valid names)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
 def get_family(name: str) -> FamilyBuilder:
-    """The registered family `name`, or an error that lists the valid names."""
+    """The registered family `name`, or an `UnknownFamilyError` that lists the valid names."""
     families = load_families()
     if name not in families:
         close = difflib.get_close_matches(name, list(families), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise KeyError(
+        raise UnknownFamilyError(
             f"unknown scenario family {name!r}; {hint}valid families: {', '.join(sorted(families))}"
         )
     return families[name]
@@ -259,6 +266,7 @@ __all__ = [
     "LaneIndex",
     "RouteSpec",
     "StepHook",
+    "UnknownFamilyError",
     "World",
     "agent_class_of",
     "get_family",
