@@ -118,6 +118,9 @@ class LoaderConfig:
     require_full_history: bool = True
     min_future_valid_steps: int = 1
     default_stride_s: float = 0.5
+    # Fill Sample.controls (64 x accel, curvature fitted by planner.controls) where the whole
+    # future is valid: what training on logs needs; open-loop evaluation does not.
+    fit_controls: bool = False
     # The ego box (the logs rarely state it).
     ego_length_m: float = 4.9
     ego_width_m: float = 1.9
@@ -753,11 +756,15 @@ class ResampledLog:
             fut[:, AGENT_T] = future[:, EGO_T]
             fut[inside] = grid.states[rows[inside]]
             agent_futures[grid.track.id] = fut
+        controls = None
+        if self.cfg.fit_controls and valid.all():
+            controls = _fit_controls_for(scene, future)
         return Sample(
             scene=scene,
             future_ego=future,
             future_valid=valid,
             agent_futures=agent_futures,
+            controls=controls,
             meta={
                 "source": self.data.source,
                 "log_id": self.data.log_id,
@@ -768,6 +775,26 @@ class ResampledLog:
                 "ego_rate_irregular": self.metadata["ego_rate"]["irregular"],
             },
         )
+
+
+def _fit_controls_for(scene: Scene, future: np.ndarray) -> np.ndarray | None:
+    """(64, 2) accel, curvature reproducing the logged future (None if the fit refuses it)."""
+    from planner.controls import fit_controls
+    from planner.geometry import world_to_ego_xy
+    from planner.types import InvalidInputError
+
+    xy = world_to_ego_xy(future[:, [EGO_X, EGO_Y]], scene.ego)
+    yaw = np.unwrap(future[:, EGO_YAW] - scene.ego.yaw)
+    try:
+        accel, curvature = fit_controls(
+            xy, yaw=yaw, speed=future[:, EGO_SPEED], v0=max(scene.ego.speed, 0.0)
+        )
+    except InvalidInputError as exc:
+        log.debug(
+            "no controls for %s at t=%.2f: %s", scene.metadata.get("log_id"), scene.timestamp, exc
+        )
+        return None
+    return np.stack([accel, curvature], axis=1)
 
 
 def resample_log(data: LogData, cfg: LoaderConfig) -> ResampledLog:

@@ -196,3 +196,17 @@ def test_const_vel_baseline_open_loop_on_the_fixture_matches_the_hand_computatio
     hand = np.hypot(SPEED_MPS * k - RADIUS_M * np.sin(th), RADIUS_M * (1 - np.cos(th)))
     assert err[-1] == pytest.approx(20.248, abs=1e-2)
     assert err.mean() == pytest.approx(hand.mean(), abs=1e-2)
+
+
+def test_fitted_controls_reproduce_the_logged_future(fixture_root):
+    from planner.types import Trajectory
+
+    cfg = load_loaders_config(overrides=["common.fit_controls=true"])
+    rlog = next(open_log_source(fixture_root, config=cfg).resampled_logs())
+    for i in (40, 95, 120):  # straight, entering the arc, on the arc
+        sample = rlog.sample_at(i)
+        assert sample.controls is not None and sample.controls.shape == (PLAN_STEPS, 2)
+        traj = Trajectory.from_controls(
+            sample.controls[:, 0], sample.controls[:, 1], sample.scene.ego.speed
+        )
+        assert np.hypot(*(traj.xy[-1] - sample.future_xy_ego()[-1])) < 0.1
