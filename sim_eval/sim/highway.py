@@ -15,6 +15,7 @@ behaviour class attributes are restored before every build).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -438,9 +439,10 @@ class HighwayEnvSimulator(Simulator):
         return self.world.time_s if self.world is not None else 0.0
 
     def reset(self, scenario: ScenarioSpec, seed: int | None = None) -> Scene:
-
         cfg = self.config
-        seed = int(scenario.seed if seed is None else seed)
+        if seed is not None and int(seed) != scenario.seed:
+            scenario = dataclasses.replace(scenario, seed=int(seed))
+        seed = int(scenario.seed)
         try:
             family = get_family(scenario.family)
         except UnknownFamilyError as exc:
@@ -506,7 +508,6 @@ class HighwayEnvSimulator(Simulator):
         self.follower = TrajectoryFollower(cfg.follower, cfg.vehicle, cfg.actuation_delay_s)
         self._next_agent_id = 0
         self._stuck_s = 0.0
-        self._wreck_since: dict[int, float] = {}
         self._background_crashes = 0  # vehicles involved in crashes without the ego
         self._info = StepInfo()
         self._collided_with: str | None = None
@@ -677,12 +678,12 @@ class HighwayEnvSimulator(Simulator):
             if v is ego or not getattr(v, "crashed", False):
                 keep.append(v)
                 continue
-            if id(v) not in self._wreck_since:
-                self._wreck_since[id(v)] = world.time_s
+            since = getattr(v, "cocdrive_crashed_at", None)
+            if since is None:  # first seen crashed (an attribute: ids of removed objects recur)
+                since = v.cocdrive_crashed_at = world.time_s
                 hit_ego = ego.crashed and float(np.linalg.norm(v.position - ego.position)) < 10.0
                 if not hit_ego:
                     self._background_crashes += 1
-            since = self._wreck_since[id(v)]
             near_ego = ego.crashed and float(np.linalg.norm(v.position - ego.position)) < 10.0
             if (
                 not self.setup.remove_background_wrecks
