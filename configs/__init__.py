@@ -1,0 +1,1 @@
+"""The shipped YAML configs, installed as package data (see planner/paths.py)."""
