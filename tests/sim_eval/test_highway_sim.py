@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from planner.geometry import world_to_ego_xy
-from planner.taxonomy import AgentClass
+from planner.taxonomy import AgentClass, Command
 from planner.types import (
     TRAJ_SPEED,
     TRAJ_X,
@@ -360,3 +360,29 @@ def test_background_wrecks_are_counted_and_removed():
         assert not sim.info.events.get("collision")
     finally:
         FAMILIES.pop(name, None)
+
+
+def test_sim_yaml_matches_the_dataclass_defaults():
+    from sim_eval.sim.config import DEFAULT_SIM_CONFIG, load_sim_config
+
+    assert DEFAULT_SIM_CONFIG.is_file()
+    assert load_sim_config() == SimConfig()
+    assert load_sim_config(overrides=["actuation_delay_s=0.2"]).actuation_delay_s == 0.2
+
+
+def test_route_length_is_the_lane_arc_length_and_stop_lines_span_the_lanes():
+    from highway_env.road.road import RoadNetwork
+
+    from sim_eval.sim.convert import build_route, stop_line_across
+
+    net = RoadNetwork.straight_road_network(2, length=100.0, nodes_str=("a", "b"))
+    RoadNetwork.straight_road_network(2, start=100.0, length=50.0, nodes_str=("b", "c"), net=net)
+    route = build_route(net, [("a", "b", 1), ("b", "c", 1)], 20.0, 30.0, Command.LANE_FOLLOW)
+    assert route.length_m == pytest.approx(80.0 + 30.0)
+    assert route.lane_ids == ("a>b>1", "b>c>1")
+    assert np.allclose(route.waypoints[0], [20.0, -4.0])  # highway-env y = 4 is REP-103 y = -4
+    assert np.allclose(route.waypoints[-1], [130.0, -4.0])
+    line = stop_line_across(net, [("a", "b", 0), ("a", "b", 1)], 90.0, "s1", light_id="L1")
+    ys = sorted(line.points[:, 1])
+    assert np.allclose(line.points[:, 0], 90.0) and ys == pytest.approx([-6.0, 2.0])
+    assert line.lane_ids == ("a>b>0", "a>b>1") and line.light_id == "L1"
