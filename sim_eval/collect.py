@@ -326,7 +326,7 @@ def _cameras(
 def collect_episode(task: CollectTask) -> dict[str, Any]:
     """Simulate one episode with perturbations, cut its samples and write its shard.
     Returns the JSONL record (counts the dataset card is built from)."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     spec, cfg = task.scenario, task.config
     if task.simulator_factory is not None:
         simulator = task.simulator_factory(cfg.sim)
@@ -490,6 +490,7 @@ def collect_episode(task: CollectTask) -> dict[str, Any]:
         "future_source": dict(sources),
         "sim_s": t_sim,
         "wall_s": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu_started,  # this process only (1 BLAS thread)
     }
 
 
@@ -585,9 +586,11 @@ def collect(
     progress: Callable[[int, int], None] | None = None,
     simulator_factory: Callable[[SimConfig], Any] | None = None,
     planner_factory: Callable[[], Planner] | None = None,
+    specs: list[ScenarioSpec] | None = None,
 ) -> CollectResult:
-    """Collect every episode not yet in `out_dir`, then write index.json and the card."""
-    specs = select_episodes(cfg)
+    """Collect every episode not yet in `out_dir`, then write index.json and the card.
+    `specs` replaces the config's suite selection (tests, custom episode lists)."""
+    specs = select_episodes(cfg) if specs is None else list(specs)
     if not specs:
         raise UserError(f"suite {cfg.suite!r} selects no episodes")
     out = Path(out_dir).expanduser()

@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import tarfile
 from collections import Counter
 from collections.abc import Iterator
@@ -701,6 +702,7 @@ def build_card(
     families: dict[str, Counter[str]] = {}
     splits: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     episode_s: list[float] = []
+    episode_cpu_s: list[float] = []  # NaN for records written before cpu_s existed
     steps = perturbed = 0
     for r in ok:
         lon.update(r["longitudinal"])
@@ -720,6 +722,7 @@ def build_card(
         steps += r["steps"]
         perturbed += r["perturbed_steps"]
         episode_s.append(float(r.get("wall_s", 0.0)))
+        episode_cpu_s.append(float(r.get("cpu_s", math.nan)))
     n_samples = sum(r["n_samples"] for r in ok)
     card = {
         "name": name,
@@ -749,6 +752,12 @@ def build_card(
         "episode_worker_s": {
             "sum": float(np.sum(episode_s)) if episode_s else 0.0,
             "median": float(np.median(episode_s)) if episode_s else 0.0,
+        },
+        "episode_cpu_s": {
+            "sum": float(np.nansum(episode_cpu_s)) if episode_cpu_s else 0.0,
+            "median": float(np.nanmedian(episode_cpu_s))
+            if episode_cpu_s and not np.isnan(episode_cpu_s).all()
+            else None,
         },
         "failed_episodes": [
             {"key": r.get("key"), "error": r.get("error")}
@@ -880,7 +889,8 @@ def verify_dataset(
             if scan.trailer.get("n_samples") != entry["n_samples"]:
                 raise CorruptShardError(
                     path,
-                    f"holds {scan.trailer.get('n_samples')} samples, index says {entry['n_samples']}",
+                    f"holds {scan.trailer.get('n_samples')} samples, "
+                    f"index says {entry['n_samples']}",
                 )
             if path.stat().st_size != entry["bytes"]:
                 raise CorruptShardError(
