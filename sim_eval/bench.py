@@ -2,7 +2,8 @@
 
 One process, one torch thread: the figure is what one core of a worker pool delivers. A step
 is 0.1 s of simulated time (however many simulator substeps that takes) and costs feature
-building + planning + simulator stepping; resets between episodes are timed separately."""
+building (camera rendering too for planners that are not privileged, as in `sim run`) +
+planning + simulator stepping; resets between episodes are timed separately."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _machine() -> dict[str, Any]:
 
 
 def bench_family(
-    simulator, planner, family: str, steps: int, duration_s: float = 20.0
+    simulator, planner, family: str, steps: int, duration_s: float = 20.0, renderer=None
 ) -> dict[str, Any]:
     """Time `steps` closed-loop steps of `family` (new episodes as earlier ones end)."""
     from planner.base import call_planner
@@ -55,9 +56,12 @@ def bench_family(
         scene = simulator.reset(spec, seed)
         reset_ms.append(1e3 * (time.perf_counter() - t0))
         episodes += 1
+        history: list = []
         while len(step_ms) < steps:
             t0 = time.perf_counter()
-            out = call_planner(planner, build_planner_input(scene), scene)
+            inp = build_planner_input(scene, renderer, history if renderer is not None else None)
+            out = call_planner(planner, inp, scene)
+            history.append(scene)
             t1 = time.perf_counter()
             scene = simulator.step(out.trajectory)
             t2 = time.perf_counter()
@@ -95,6 +99,7 @@ def bench_sim(
     import torch
 
     from planner.planners import make_planner
+    from sim_eval.runner import RunConfig, make_renderer
     from sim_eval.scenarios import list_families
 
     if steps < 1:
@@ -110,10 +115,11 @@ def bench_sim(
 
         simulator = HighwayEnvSimulator()
     plan = make_planner(planner)
+    renderer = make_renderer(RunConfig(planner=planner), plan)  # cameras as `sim run` gives
     rows = []
     for family in chosen:
         log.info("bench sim: %s (%d steps)", family, steps)
-        rows.append(bench_family(simulator, plan, family, steps))
+        rows.append(bench_family(simulator, plan, family, steps, renderer=renderer))
     rates = [r["steps_per_s"] for r in rows]
     result = {
         "planner": planner,

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -87,6 +87,11 @@ class RunConfig:
     """Everything that decides a closed-loop result (configs/run.yaml)."""
 
     planner: str = "expert"  # built-in name (planner.planners) or checkpoint path
+    # Camera frames in the PlannerInput, rendered by planner.sensors.SensorRig from the Scene:
+    # "auto" renders for planners that are not privileged (a learned planner sees only
+    # cameras, its history and the route), "render" always, "none" never.
+    cameras: Literal["auto", "render", "none"] = "auto"
+    sensors_config: str | None = None  # SensorRig YAML; None = configs/sensors/default.yaml
     planner_options: dict[str, Any] = field(default_factory=dict)  # keyword args of the factory
     suite: str = "smoke"
     seeds: list[int] | None = None  # re-run the suite on these seeds instead of its own
@@ -138,7 +143,28 @@ def _factory_id(fn: Callable | None) -> str:
     return "default" if fn is None else f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
 
 
-def _build(task: EpisodeTask) -> tuple[Simulator, Planner]:
+_RENDERER_CACHE: dict[str, Any] = {}
+
+
+def make_renderer(cfg: RunConfig, planner: Planner):
+    """The SensorRig that renders this planner's cameras, or None when it gets none. A planner
+    may carry its own rig (attribute `sensor_rig`, e.g. the one its checkpoint was trained
+    with). Closed-loop evaluation renders the plain appearance (no randomisation)."""
+    own = getattr(planner, "sensor_rig", None)
+    if own is not None:
+        return own
+    if cfg.cameras == "none" or (cfg.cameras == "auto" and planner.privileged):
+        return None
+    key = str(cfg.sensors_config)
+    if key not in _RENDERER_CACHE:
+        from planner.sensors import SensorRig, load_sensor_config
+
+        rig_cfg = load_sensor_config(cfg.sensors_config, ["randomization.enabled=false"])
+        _RENDERER_CACHE[key] = SensorRig(rig_cfg)
+    return _RENDERER_CACHE[key]
+
+
+def _build(task: EpisodeTask) -> tuple[Simulator, Planner, Any]:
     cfg = task.config
     sim_factory = task.simulator_factory or default_simulator_factory
     simulator = sim_factory(cfg.sim)
@@ -154,13 +180,14 @@ def _build(task: EpisodeTask) -> tuple[Simulator, Planner]:
             from planner.planners import make_planner
 
             _PLANNER_CACHE[planner_key] = make_planner(cfg.planner, **cfg.planner_options)
-    return simulator, _PLANNER_CACHE[planner_key]
+    planner = _PLANNER_CACHE[planner_key]
+    return simulator, planner, make_renderer(cfg, planner)
 
 
-def _plan_once(planner: Planner, scene) -> PlannerOutput:
-    """Feature building, planning and output validation: anything raised here is the
-    planner's failure (the episode is recorded as failed, the run goes on)."""
-    inp = build_planner_input(scene)
+def _plan_once(planner: Planner, scene, renderer=None, history=None) -> PlannerOutput:
+    """Feature building (cameras included), planning and output validation: anything raised
+    here is the planner's failure (the episode is recorded as failed, the run goes on)."""
+    inp = build_planner_input(scene, renderer, scene_history=history)
     out = call_planner(planner, inp, scene)
     if not isinstance(out, PlannerOutput):
         raise InvalidInputError(f"planner returned {type(out).__name__}, not a PlannerOutput")
@@ -169,9 +196,14 @@ def _plan_once(planner: Planner, scene) -> PlannerOutput:
 
 
 def simulate_episode(
-    simulator: Simulator, planner: Planner, scenario: ScenarioSpec, meta: dict | None = None
+    simulator: Simulator,
+    planner: Planner,
+    scenario: ScenarioSpec,
+    meta: dict | None = None,
+    renderer=None,
 ) -> tuple[EpisodeRecord, dict[str, float]]:
-    """Drive one episode in closed loop; returns the record and per-episode timings (ms)."""
+    """Drive one episode in closed loop; returns the record and per-episode timings (ms).
+    `renderer` (a SensorRig) gives the planner camera frames of the current and past Scenes."""
     planner.reset()
     scene = simulator.reset(scenario, scenario.seed)
     frames = [scene]
@@ -184,7 +216,8 @@ def simulate_episode(
     for _ in range(max_steps):
         t0 = time.perf_counter()
         try:
-            out = _plan_once(planner, scene)
+            history = frames[:-1] if renderer is not None else None
+            out = _plan_once(planner, scene, renderer, history)
         except Exception as exc:  # noqa: BLE001 - any planner error fails this episode only
             termination = "planner_failed"
             failure = f"{type(exc).__name__} at t={scene.timestamp:.1f} s: {exc}"
@@ -236,10 +269,10 @@ def run_episode_task(task: EpisodeTask) -> dict[str, Any]:
     crash becomes a record with status "error" (retried when the run is resumed)."""
     spec = task.scenario
     started = time.perf_counter()
-    simulator, planner = _build(task)  # a wrong planner name raises UserError: the user's to fix
+    simulator, planner, renderer = _build(task)  # a wrong planner name raises UserError
     try:
         record, timings = simulate_episode(
-            simulator, planner, spec, meta={"planner": task.config.planner}
+            simulator, planner, spec, meta={"planner": task.config.planner}, renderer=renderer
         )
         row = evaluate_episode(record, task.config.metrics)
     except Exception as exc:  # noqa: BLE001 - recorded with its reason; the run goes on

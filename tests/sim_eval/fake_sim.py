@@ -243,6 +243,22 @@ class FlakyPlanner(PrivilegedPlanner):
         return PlannerOutput(trajectory=_keep_speed(inp.ego_speed))
 
 
+class CameraPlanner(Planner):
+    """A stand-in for a learned planner: refuses to drive without camera frames."""
+
+    name = "fake-camera"
+
+    def plan(self, inp: PlannerInput) -> PlannerOutput:
+        if inp.cameras is None:
+            raise ValueError("no camera frames in the input")
+        assert inp.cameras.ndim == 5 and inp.camera_source == "rendered"
+        return PlannerOutput(trajectory=_keep_speed(inp.ego_speed))
+
+
+def make_camera_planner() -> Planner:
+    return CameraPlanner()
+
+
 def make_const_planner() -> Planner:
     return ConstantSpeedPlanner()
 

@@ -154,3 +154,13 @@ def test_process_pool_gives_the_same_records_as_inline(tmp_path):
     pooled = _run(tmp_path / "pool", seeds=(1, 2), workers=2)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "timings"} for r in rs]  # noqa: E731
     assert strip(pooled.records) == strip(inline.records)
+
+
+def test_learned_planner_gets_rendered_cameras(tmp_path):
+    spec = fake_sim.fake_suite((1,), duration_s=0.5)[:1]
+    kw = dict(planner_factory=fake_sim.make_camera_planner, write_report=False)
+    kw["simulator_factory"] = fake_sim.make_fake_simulator
+    res = run_suite(spec, _cfg(), tmp_path / "auto", **kw)
+    assert not res.records[0]["planner_failed"]
+    res = run_suite(spec, _cfg(cameras="none"), tmp_path / "none", **kw)
+    assert "no camera frames" in res.records[0]["planner_failure"]
