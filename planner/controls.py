@@ -46,8 +46,8 @@ class ControlFitConfig:
     position_sigma_m: float = 0.03  # position residual scale
     yaw_sigma_rad: float = 0.02  # yaw residual scale (when yaw is given or derived)
     speed_sigma_mps: float = 0.3  # speed residual scale (when speed is given)
-    accel_change_sigma_mps2: float = 0.5  # smoothness: accel change per step
-    curvature_change_sigma_per_m: float = 0.004  # smoothness: curvature change per step
+    accel_change_sigma_mps2: float = 1.0  # smoothness: accel change per step
+    curvature_change_sigma_per_m: float = 0.008  # smoothness: curvature change per step
     speed_floor_mps: float = 1.0  # curvature is estimated as dyaw / (max(v, floor) dt)
     # below the speed floor the heading barely moves, so curvature is unobservable: it is
     # pulled toward 0 with this scale (weight grows linearly to full at standstill)
@@ -211,7 +211,24 @@ def fit_controls(
             f"the vehicle can move in {step} s from {v0:.1f} m/s; give positions in the ego "
             "frame at t0 (subtract the t0 pose)"
         )
-    return _fit_uniform(xy_t, yaw_t, speed_t, float(v0), cfg)
+    with _one_blas_thread():
+        return _fit_uniform(xy_t, yaw_t, speed_t, float(v0), cfg)
+
+
+_BLAS_CONTROLLER = None
+
+
+def _one_blas_thread():
+    """A context that runs numpy's BLAS on one thread. The fit's matrices are small
+    (~380 x 128): threaded BLAS spins and contends on a shared machine (measured here: 4.5 ms
+    CPU single-threaded vs 28 ms CPU and 100 ms wall with 2 threads under load). The
+    controller is built once (threadpool_limits() rescans the libraries on every call)."""
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _fit_uniform(
