@@ -24,6 +24,23 @@ Examples:
 """
 
 
+MODEL_HELP = """Time the VLA through the runner: p50 / p99 ms per stage (vision, prefill, decode,
+denoise, total) for `full` (reason then act; exactly --reasoning-tokens tokens, --euler-steps
+steps) and `fast` (act only), on a synthetic input of the model's camera rig.
+
+Without --checkpoint it times a randomly initialised model of --config (latency does not
+depend on the weights). CPU budget (FACTS.md): < 100 ms full, < 20 ms fast on ONNX Runtime.
+
+Examples:
+
+  cocdrive bench model
+
+  cocdrive bench model --threads 1 --iterations 50 --out runs/bench_model.json
+
+  cocdrive bench model --checkpoint runs/sft/tiny -o flow.euler_steps=5
+"""
+
+
 def register(registry: CommandRegistry) -> None:
     """Add `bench render` to the shared `bench` group, and `data stats`."""
     from planner.data.cli import register as register_data
@@ -70,3 +87,60 @@ def register(registry: CommandRegistry) -> None:
         if out is not None:
             path = write_result(result, out)
             typer.echo(f"wrote {path}")
+
+    @bench.command("model", help=MODEL_HELP)
+    def bench_model(
+        checkpoint: Path | None = typer.Option(
+            None, "--checkpoint", help="Checkpoint directory (default: random init of --config)."
+        ),
+        config: Path | None = typer.Option(
+            None, "--config", help="Model YAML (default: configs/model/tiny.yaml)."
+        ),
+        override: list[str] = typer.Option(
+            [], "--override", "-o", help="Config override key.sub=value (repeatable)."
+        ),
+        iterations: int = typer.Option(
+            30, "--iterations", "-n", min=1, help="Timed calls per mode."
+        ),
+        warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed calls first."),
+        reasoning_tokens: int = typer.Option(40, "--reasoning-tokens", min=1),
+        euler_steps: int = typer.Option(10, "--euler-steps", min=1),
+        threads: int = typer.Option(
+            1,
+            "--threads",
+            min=0,
+            help="torch.set_num_threads (0: keep). 1 is steadier on a shared 2-core machine.",
+        ),
+        backend: str = typer.Option(
+            "torch", "--backend", help="Runner backend (cocdrive.backends)."
+        ),
+        out: Path | None = typer.Option(None, "--out", help="Write the result JSON here."),
+    ) -> None:
+        from planner.model.bench import STAGES, run_model_benchmark
+        from planner.model.bench import write_result as write_model_result
+
+        result = run_model_benchmark(
+            checkpoint,
+            config,
+            override,
+            iterations,
+            warmup,
+            reasoning_tokens,
+            euler_steps,
+            threads,
+            backend,
+        )
+        typer.echo(
+            f"model: {result['parameters'] / 1e6:.2f} M parameters ({result['source']}), "
+            f"{result['prompt_tokens']} prompt tokens, backend {result['backend']}, "
+            f"{result['torch_threads']} torch threads, load average {result['load_average']}"
+        )
+        for mode, stats in result["modes"].items():
+            extra = f"{result['reasoning_tokens']} reasoning tokens, " if mode == "full" else ""
+            typer.echo(f"  {mode} ({extra}{result['euler_steps']} Euler steps):")
+            for stage in STAGES:
+                s = stats[stage]
+                typer.echo(f"    {stage:<8} p50 {s['p50_ms']:8.2f} ms   p99 {s['p99_ms']:8.2f} ms")
+            typer.echo(f"    process CPU per call {stats['process_cpu_ms_per_call']:.1f} ms")
+        if out is not None:
+            typer.echo(f"wrote {write_model_result(result, out)}")

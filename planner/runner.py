@@ -187,6 +187,8 @@ class RunOptions:
     decoding: str = "greedy"  # greedy | top_p
     top_p: float = 0.9
     temperature: float = 1.0
+    # Decode exactly max_reasoning_tokens, ignoring </cot> (benchmarks of untrained models).
+    fixed_reasoning_length: bool = False
 
     def check(self, cfg: ModelConfig) -> RunOptions:
         if self.mode not in MODES:
@@ -315,7 +317,8 @@ class Runner:
             logits = feed(np.full((k, 1), tok.cot_id, dtype=np.int64), active)[:, -1]
             for _ in range(options.max_reasoning_tokens):
                 nxt = sample_tokens(logits, options, rng)
-                done_now = active & ((nxt == tok.end_cot_id) | (nxt == tok.eos_id))
+                stop = (nxt == tok.end_cot_id) | (nxt == tok.eos_id)
+                done_now = active & stop & (not options.fixed_reasoning_length)
                 active &= ~done_now
                 if not active.any():
                     break
