@@ -153,7 +153,10 @@ def make_renderer(cfg: RunConfig, planner: Planner):
     own = getattr(planner, "sensor_rig", None)
     if own is not None:
         return own
-    if cfg.cameras == "none" or (cfg.cameras == "auto" and planner.privileged):
+    # A history-only planner (const-vel, CTRA) may declare `uses_cameras = False` to skip the
+    # rendering cost (~15 ms a step here) under "auto".
+    needs = not planner.privileged and getattr(planner, "uses_cameras", True)
+    if cfg.cameras == "none" or (cfg.cameras == "auto" and not needs):
         return None
     key = str(cfg.sensors_config)
     if key not in _RENDERER_CACHE:
