@@ -958,7 +958,10 @@ class CoCLabel:
 
     @property
     def valid(self) -> bool:
-        """Usable as a training label: consistent with the future (when one was given)."""
+        """Usable as a training label: consistent with the future (when one was given) and
+        its text states the whole decision."""
+        if "missing_lateral_side" in self.flags:
+            return False
         return self.consistency is None or self.consistency.joint
 
     @property
@@ -1012,12 +1015,14 @@ def _compose(
     decision: Decision,
     checks: list[FactorCheck],
     rng: np.random.Generator,
+    say_lane_keeping: bool = True,
 ) -> tuple[str, tuple[str, ...]]:
     lon_opts = LONGITUDINAL_PHRASES[decision.longitudinal]
     li = int(rng.integers(len(lon_opts)))
     lon = lon_opts[li]
     templates = [f"lon:{decision.longitudinal.value}:{li}"]
-    lat, lat_id = _lateral_phrase(decision, rng, include_keeping=bool(rng.integers(2)))
+    keeping = say_lane_keeping and bool(rng.integers(2))
+    lat, lat_id = _lateral_phrase(decision, rng, include_keeping=keeping)
     if lat:
         templates.append(lat_id)
         action = f"{lat} and {lon}" if rng.integers(2) else f"{lon} and {lat}"
@@ -1096,6 +1101,20 @@ def label(
     if dropped and not kept and decision.factors:
         flags.append("no_verified_factor")
     verified = replace(decision, factors=tuple(c.factor for c in kept))
+    # a lateral manoeuvre without a direction cannot be said: the text states only the
+    # longitudinal part and the label is not usable (the expert's bug, flagged)
+    as_written = verified
+    if decision.lateral != LAT.LANE_KEEPING and decision.lateral_side not in (
+        Side.LEFT,
+        Side.RIGHT,
+    ):
+        if strict:
+            raise LabelError(
+                f"lateral decision {decision.lateral.value} needs lateral_side left or right, "
+                f"got {decision.lateral_side.value}"
+            )
+        flags.append("missing_lateral_side")
+        as_written = replace(verified, lateral=LAT.LANE_KEEPING, lateral_side=Side.NONE)
 
     ma, consistency = None, None
     if future is not None:
@@ -1123,7 +1142,9 @@ def label(
     for n_factors in range(len(in_text), -1, -1):
         best = None
         for _ in range(cfg.attempts):
-            cand, tmpl = _compose(verified, in_text[:n_factors], rng)
+            cand, tmpl = _compose(
+                as_written, in_text[:n_factors], rng, say_lane_keeping=as_written is verified
+            )
             if best is None or len(cand.split()) < len(best[0].split()):
                 best = (cand, tmpl)
             if len(cand.split()) <= cfg.max_words:
@@ -1139,7 +1160,7 @@ def label(
         stated.lateral,
         stated.lateral_side,
         len(stated.factors),
-    ) != (verified.longitudinal, verified.lateral, verified.lateral_side, n_factors):
+    ) != (as_written.longitudinal, as_written.lateral, as_written.lateral_side, n_factors):
         # the phrase tables are ambiguous: a bug in this module, never in the input
         raise RuntimeError(f"CoC text does not parse back to its decision: {text!r}")
     return CoCLabel(

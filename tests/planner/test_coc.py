@@ -648,6 +648,21 @@ def test_decision_inconsistent_with_the_future_is_flagged():
     assert label(case.decision, case.scene, None, 0).valid
 
 
+def test_lateral_decision_without_a_side_is_flagged_not_invented():
+    case = _case("passing")
+    no_side = Decision(
+        LON.ACCELERATION_FOR_PASSING, LAT.LANE_CHANGE, Side.NONE, case.decision.factors
+    )
+    for seed in range(8):
+        lab = label(no_side, case.scene, None, seed)
+        assert not lab.valid and "missing_lateral_side" in lab.flags
+        assert lab.templates[1].startswith("factor:"), lab.text  # no lateral phrase at all
+        assert parse_reasoning(lab.text).lateral == LAT.LANE_KEEPING  # (the parser's default)
+        assert "none" not in lab.text
+    with pytest.raises(LabelError, match="needs lateral_side"):
+        label(no_side, case.scene, None, 0, strict=True)
+
+
 # ---- parsing --------------------------------------------------------------------------------------
 def test_every_decision_phrase_combination_parses():
     for lon, lon_opts in LONGITUDINAL_PHRASES.items():
