@@ -1470,12 +1470,18 @@ class ExpertPlanner(PrivilegedPlanner):
                 if is_vru:
                     desc, dec = f"{_KIND_NAME[a.agent_class]} standing in the path", YL
                 f = self._factor(path, objs, i, v, desc)
+                # wait far enough back to steer around it once the way is free
+                gap_m = (
+                    cfg.idm_min_gap_m
+                    if dec != SF
+                    else max(cfg.idm_min_gap_m, cfg.static_stop_gap_m)
+                )
                 out.append(
                     _Constraint(
                         float(objs.s_min[i]),
                         0.0,
                         0.0,
-                        cfg.idm_min_gap_m,
+                        gap_m,
                         cfg.idm_time_headway_s,
                         dec,
                         (f,),

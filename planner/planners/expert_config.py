@@ -87,6 +87,7 @@ class ExpertConfig:
     nudge_hold_margin_m: float = 3.0  # hold the offset this far before and after
     nudge_lookahead_time_s: float = 6.0
     nudge_lookahead_min_m: float = 40.0
+    static_stop_gap_m: float = 6.0  # wait this far behind an obstacle it cannot pass yet
     queue_gap_m: float = 12.0  # a stopped car this close behind a stop reason is queued
     adjacent_lane_time_gap_s: float = 1.5  # required gap to traffic for an out-of-lane nudge
     # ---- traffic lights and stop signs -------------------------------------------------------
