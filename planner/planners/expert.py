@@ -22,8 +22,20 @@ It reads the full `Scene` (lanes, route, agents, lights, stop lines) and plans l
 The decision is not guessed afterwards: the longitudinal label is the constraint that
 produced the lowest IDM acceleration at t0 (when it lowers it by a configured margin), and the
 lateral label is the manoeuvre that shaped the offset profile; each carries the object or rule
-that created it, measured on the same path (distance along the path from the front bumper to
-the object's nearest box point, relative speed along the path).
+that created it. `Decision.factors` lists the longitudinal cause(s) first, then the lateral
+one(s). How the numbers are measured (what a checker should compare against):
+
+- objects (CRITICAL_OBJECT): `distance_m` = arc length along the ego's reference path (the
+  target lane's path during a lane change) from the front bumper to the object's nearest box
+  corner, 0 when alongside; for an object more than `factor_path_lateral_m` off that path (or
+  beyond its ends) the straight-line distance from the front bumper's centre to its box.
+  `relative_speed_mps` = the object's velocity along the path tangent minus the ego speed.
+  `side`: the object's lateral offset relative to the ego (AHEAD/BEHIND within
+  `side_ahead_lateral_m`); for a nudge, the side it is passed on.
+- stop lines (TRAFFIC_LIGHT, STOP_CONTROL), lane ends (LANE_GEOMETRY), route changes
+  (ROUTING), yield points (YIELD_CONTROL), lower limits and curves ahead (SPEED_LIMIT,
+  LANE_GEOMETRY): `distance_m` along the path from the front bumper to the line / end / point;
+  `relative_speed_mps` = -ego speed where given (they do not move).
 """
 
 from __future__ import annotations
