@@ -372,6 +372,7 @@ class ObjectMeasure:
     side: Side
     direct_m: float  # straight line from the front bumper's centre to its box
     off_path: bool  # farther than off_path_lateral_m from the path (e.g. cross traffic)
+    in_lane: bool = False  # its box reaches into the ego lane (the path's lane band)
 
     @property
     def distance_m(self) -> float:
@@ -407,7 +408,10 @@ def measure_object(agent: Agent, path: EgoPath, scene: Scene, cfg: CocConfig) ->
     ly = abs(-sn * dx + c * dy) - 0.5 * agent.width
     direct = math.hypot(max(lx, 0.0), max(ly, 0.0))
     off_path = abs(lat) > cfg.off_path_lateral_m
-    return ObjectMeasure(gap, lat, v_along - ego.speed, v_lat, side, direct, off_path)
+    lats = [p[1] for p in proj]  # box corners relative to the lane centre
+    half = 0.5 * path.lane_width_m
+    in_lane = min(lats) < half and max(lats) > -half
+    return ObjectMeasure(gap, lat, v_along - ego.speed, v_lat, side, direct, off_path, in_lane)
 
 
 def _approaching(agent: Agent, m: ObjectMeasure, cfg: CocConfig) -> bool:
@@ -545,7 +549,7 @@ def _check_object(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) 
         ) and _approaching(agent, m, cfg)
         if crossing:
             phrase = "object_crossing"
-        elif agent.is_static or agent.speed < cfg.stopped_speed_mps:
+        elif (agent.is_static or agent.speed < cfg.stopped_speed_mps) and m.in_lane:
             phrase = "object_encroaching"
         else:
             phrase = "object_side"

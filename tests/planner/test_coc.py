@@ -611,6 +611,19 @@ def test_lane_end_of_the_lane_being_left_holds_mid_lane_change():
     assert "95 m" in lab.text  # 96.1 m rounded to 5 m steps
 
 
+def test_encroaching_is_said_only_of_objects_reaching_into_the_lane():
+    """The cone 0.25 m into the lane encroaches; a car parked in the next lane does not."""
+    case = _case("in_lane_nudge")
+    texts = [label(case.decision, case.scene, case.future, s).text for s in range(6)]
+    assert all("encroaching from the right" in t for t in texts)
+    parked = make_agent("parked", 30.0, -3.7, speed_mps=0.0)
+    scene = make_scene(straight_road_map(2), ego_xy=(0.0, 0.0), ego_speed_mps=8.0, agents=[parked])
+    d = Decision(LON.SPEED_ADAPTATION, factors=(_obj("parked", Side.RIGHT, None),))
+    for s in range(6):
+        text = label(d, scene, None, s).text
+        assert "encroaching" not in text and "stopped" in text and "on the right" in text
+
+
 def test_true_and_false_factor_together_keep_the_true_one():
     case = _case("follow")
     decision = Decision(
