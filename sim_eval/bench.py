@@ -157,7 +157,9 @@ def print_bench(result: dict[str, Any]) -> None:
             f"{r['sim_ms_median']:.2f}",
             f"{r['reset_ms_median']:.0f}",
         )
-    console = Console()
+    # Piped or logged output has no terminal width; rich's 80-column default squeezes the
+    # table's headers, so give it room (a terminal keeps its own width).
+    console = Console(width=None if Console().is_terminal else 120)
     console.print(table)
     console.print(
         f"mean over families: {result['mean_steps_per_s']:.0f} steps/s; slowest "

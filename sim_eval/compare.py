@@ -115,7 +115,9 @@ def print_comparison(result: dict[str, Any]) -> None:
             f"{m['p_adjusted']:.3g}",
             verdict,
         )
-    console = Console()
+    # Piped or logged output has no terminal width; rich's 80-column default squeezes the
+    # table's headers, so give it room (a terminal keeps its own width).
+    console = Console(width=None if Console().is_terminal else 120)
     console.print(table)
     if result["context_mismatch"]:
         console.print(f"[yellow]note: runs differ in {', '.join(result['context_mismatch'])}")
