@@ -620,6 +620,8 @@ def _check_light(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) -
         what = f"light {f.object_id!r}" if f.object_id else "a traffic light"
         return FactorCheck(False, [f"{what} with a stop line on the ego path is not in the scene"])
     light, gap = found
+    if gap < -cfg.distance_tolerance_min_m:
+        return FactorCheck(False, [f"the stop line of light {light.id!r} is behind the ego"])
     if light.state == LightState.UNKNOWN:
         return FactorCheck(False, [f"light {light.id!r} has an unknown state"])
     ok, dist = _stated_distance(f.distance_m, max(gap, 0.0), cfg)
@@ -666,7 +668,7 @@ def _point_at(path: EgoPath, s: float) -> np.ndarray:
 
 
 def _check_yield(f: CausalFactor, scene: Scene, path: EgoPath, cfg: CocConfig) -> FactorCheck:
-    text = f.description.lower()
+    text = f.description.lower().replace("merging", "merge").replace("crosswalk", "crossing")
     place = next((p for p in YIELD_PLACES if p in text), "junction")
     if f.distance_m is None:
         filled = replace(f, description=place)
