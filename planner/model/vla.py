@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from planner.config import ConfigError
 from planner.model import batch as B
 from planner.model import flow
 from planner.model.action_expert import ActionExpert
@@ -32,6 +33,12 @@ class VLAModel(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
         cfg.validate()
+        if cfg.backbone.kind != "tiny":
+            raise ConfigError(
+                f"VLAModel builds the tiny backbone only (backbone.kind={cfg.backbone.kind!r}): a "
+                "Hugging Face backbone is loaded with planner.model.hf_backbone.HFBackbone and "
+                "paired with make_expert(); set backbone.kind=tiny here"
+            )
         self.cfg, self.vocab_size = cfg, vocab_size
         width = cfg.lm.width
         self.vision = VisionEncoder(cfg.vision, cfg.lm)
