@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -218,7 +219,7 @@ def fit_controls(
 _BLAS_CONTROLLER = None
 
 
-def _one_blas_thread():
+def _one_blas_thread() -> Any:
     """A context that runs numpy's BLAS on one thread. The fit's matrices are small
     (~380 x 128): threaded BLAS spins and contends on a shared machine (measured here: 4.5 ms
     CPU single-threaded vs 28 ms CPU and 100 ms wall with 2 threads under load). The
