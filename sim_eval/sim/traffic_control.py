@@ -22,8 +22,12 @@ that with what a junction actually does:
   A car without a grant gets a stop request at its stop line; a granted car that can no
   longer stop comfortably keeps its grant (point of no return), and a car past the line holds
   its movement until its rear has left the junction.
-* `RoundaboutYield`: entering cars accept a gap in circulating traffic (critical gap in
-  seconds, upstream of the merge point along the ring) and otherwise stop at the yield line.
+* `RoundaboutYield`: entering cars accept a gap in circulating traffic and otherwise stop at
+  the yield line. The gap is judged in time at the merge point: no circulating car (nor one
+  already merging from the previous entry) may arrive there between the entering car's own
+  arrival (it accelerates from its current speed) and its clearing plus a headway. Circulating
+  cars brake for a car that is already past its yield line, since IDM cannot see it before
+  it is on their lane.
 
 The simulator adapter restores IDMVehicle's class attributes before every build and removes
 background wrecks as a safety net (`sim_eval.sim.highway`); with the control here the urban
@@ -439,9 +443,10 @@ class _JunctionControl:
         self.cfg = cfg
         self.idm = idm
         self.stats = RightOfWayStats()
-        self._granted: set[int] = set()  # ids of background cars granted last tick
-        self._committed: dict[int, LaneKey] = {}  # id -> held movement
-        self._stopped_at_sign: set[int] = set()  # cars that made their stop at a stop sign
+        # Keyed by the car objects themselves (not id(): ids of removed cars get reused)
+        self._granted: set[Vehicle] = set()  # background cars granted last tick
+        self._committed: dict[Vehicle, LaneKey] = {}  # car past its line -> held movement
+        self._stopped_at_sign: set[Vehicle] = set()  # cars that made their stop at a sign
         self._approach_of_key = {a.lane_key: a for a in approaches}
 
     def _movement_of(self, vehicle: UrbanIDMVehicle, approach: Approach) -> LaneKey | None:
@@ -463,7 +468,7 @@ class _JunctionControl:
         for v in vehicles:
             if not isinstance(v, UrbanIDMVehicle) or v.crashed:
                 continue
-            vid = id(v)
+            vid = v
             if vid in self._committed:
                 inside.append(v)
                 continue
@@ -491,7 +496,7 @@ class _JunctionControl:
             if dist < 0.0:  # front past the line
                 if vid not in self._granted:
                     self.stats.line_overruns += 1
-                    logger.debug("background car %s crossed %s without a grant", vid, approach.name)
+                    logger.debug("background car crossed %s without a grant", approach.name)
                 if movement is not None:
                     self._committed[vid] = movement
                     inside.append(v)
@@ -508,9 +513,10 @@ class _JunctionControl:
         return int(self.road.network.get_lane((movement[0], movement[1], 0)).priority)
 
     def _release_finished(self, vehicles: list[Vehicle]) -> None:
-        alive = {id(v): v for v in vehicles}
+        alive = set(vehicles)
+        self._stopped_at_sign &= alive
         for vid in list(self._committed):
-            v = alive.get(vid)
+            v = vid if vid in alive else None
             if v is None or not isinstance(v, UrbanIDMVehicle):
                 del self._committed[vid]
                 continue
@@ -535,12 +541,12 @@ class _JunctionControl:
         stop_dist = v * v / (2.0 * self.idm.comfort_decel_mps2) + v * self.cfg.commit_reaction_s
         return req.dist_m < stop_dist
 
-    def _apply(self, requests: list[_Request], granted: set[int]) -> None:
+    def _apply(self, requests: list[_Request], granted: set[Vehicle]) -> None:
         for req in requests:
             v = req.vehicle
             if v is None:
                 continue
-            if id(v) in granted:
+            if v in granted:
                 v.stop_requests.pop(self.request_name, None)
             else:
                 v.stop_requests[self.request_name] = (req.approach.lane_key, req.approach.stop_s)
@@ -614,7 +620,7 @@ class IntersectionRightOfWay(_JunctionControl):
         route lets background cars give way to an ego that has priority."""
         self._release_finished(vehicles)
         requests, inside = self._background_requests(vehicles)
-        held: set[LaneKey] = {self._committed[id(v)] for v in inside}
+        held: set[LaneKey] = {self._committed[v] for v in inside}
         if ego is not None:
             held |= self._ego_occupied(ego)
             if ego_movement is not None:
@@ -638,19 +644,19 @@ class IntersectionRightOfWay(_JunctionControl):
             cur = heads.get(req.approach.name)
             if cur is None or req.dist_m < cur.dist_m:
                 heads[req.approach.name] = req
-        granted: set[int] = set()
+        granted: set[Vehicle] = set()
         claimed = set(held)
         # Cars granted last tick that can no longer stop comfortably keep their grant.
         ordered = []
         for req in heads.values():
             keep = (
                 req.vehicle is not None
-                and id(req.vehicle) in self._granted
+                and req.vehicle in self._granted
                 and self._cannot_stop(req)
                 and req.movement is not None
             )
             if keep:
-                granted.add(id(req.vehicle))
+                granted.add(req.vehicle)
                 claimed.add(req.movement)
             else:
                 ordered.append(req)
@@ -659,7 +665,7 @@ class IntersectionRightOfWay(_JunctionControl):
             if req.movement is None:
                 continue
             if req.approach.stop_sign and req.vehicle is not None:
-                vid = id(req.vehicle)
+                vid = req.vehicle
                 if (
                     req.dist_m <= self.cfg.stop_sign_zone_m
                     and req.vehicle.speed <= self.cfg.stopped_speed_mps
@@ -677,7 +683,7 @@ class IntersectionRightOfWay(_JunctionControl):
             # not slip in front of it (the ego's claim works the same way).
             claimed.add(req.movement)
             if free and req.vehicle is not None:
-                granted.add(id(req.vehicle))
+                granted.add(req.vehicle)
         self._apply(requests, granted)
 
 
@@ -736,7 +742,7 @@ class RoundaboutYield(_JunctionControl):
                 if not lane.on_lane(vehicle.position, s, lat, margin=0.5):
                     continue
             past_line = s + 0.5 * vehicle.LENGTH >= a.stop_s
-            if past_line or id(vehicle) in self._granted:
+            if past_line or vehicle in self._granted:
                 return (self._merge_pos[a.name] - max(lane.length - s, 0.0)) % self.circumference_m
             return None
         return None
@@ -828,12 +834,12 @@ class RoundaboutYield(_JunctionControl):
             cur = heads.get(req.approach.name)
             if cur is None or req.dist_m < cur.dist_m:
                 heads[req.approach.name] = req
-        granted: set[int] = set()
+        granted: set[Vehicle] = set()
         for req in heads.values():
-            if id(req.vehicle) in self._granted and self._cannot_stop(req):
-                granted.add(id(req.vehicle))
+            if req.vehicle in self._granted and self._cannot_stop(req):
+                granted.add(req.vehicle)
             elif req.dist_m <= self.cfg.request_zone_m and self._gap_ok(req, circulating):
-                granted.add(id(req.vehicle))
+                granted.add(req.vehicle)
         self._apply(requests, granted)
         self._protect_merges(users, circulating)
 
