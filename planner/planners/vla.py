@@ -62,6 +62,8 @@ class VLAPlanner(Planner):
         self.runner = Runner(backend, config, tokenizer)
         self.seed = config.inference.seed if seed is None else int(seed)
         self.last_result: RunResult | None = None
+        # All k sampled trajectories of the last call (the plan is the first): minADE_k.
+        self.last_trajectories: list[Trajectory] = []
         self.reset()
 
     @classmethod
@@ -88,9 +90,11 @@ class VLAPlanner(Planner):
         result = self.runner.run(prompt, self.options, self.rng)
         self.last_result = result
         assert result.controls is not None  # explain mode is refused in __init__
-        controls = result.controls[0]
         v0 = max(0.0, inp.ego_speed)
-        trajectory = Trajectory.from_controls(controls[:, 0], controls[:, 1], v0)
+        self.last_trajectories = [
+            Trajectory.from_controls(c[:, 0], c[:, 1], v0) for c in result.controls
+        ]
+        trajectory = self.last_trajectories[0]
         reasoning = None
         if self.options.mode == "full":
             text = result.reasoning[0]

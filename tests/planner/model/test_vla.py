@@ -166,6 +166,9 @@ def test_planner_returns_trajectory_reasoning_and_timings(parts) -> None:
     planner.reset()
     again = planner.plan(planner_input(cfg))
     assert np.array_equal(out.trajectory.data, again.trajectory.data)  # reset restarts the seed
+    k_planner = VLAPlanner(TorchBackend(model), cfg, tok, samples=3, max_reasoning_tokens=2)
+    k_planner.plan(planner_input(cfg))
+    assert len(k_planner.last_trajectories) == 3
     fast = VLAPlanner(TorchBackend(model), cfg, tok, mode="fast").plan(planner_input(cfg))
     assert fast.reasoning is None and "denoise" in fast.timings_ms
 
@@ -191,3 +194,28 @@ def test_planner_input_errors(parts) -> None:
         planner.plan(inp)
     with pytest.raises(Exception, match="explain"):
         VLAPlanner(TorchBackend(model), cfg, tok, mode="explain")
+
+
+@pytest.mark.parametrize("stop_gradient", [False, True])
+def test_expert_stop_gradient(parts, stop_gradient) -> None:
+    """With the option set, the flow loss trains the expert only (the LM and vision keep no
+    gradient from it); without it, the flow loss reaches the LM."""
+    _, tok, _ = parts
+    cfg = tiny_config(
+        f"loss.expert_stop_gradient={str(stop_gradient).lower()}",
+        "loss.reasoning_weight=0",
+        "loss.trajectory_token_weight=0",
+    )
+    model = tiny_model(cfg, tok).train()
+    ex = B.make_example(planner_input(cfg), np.full((64, 2), 0.01), "Hold the speed.", tok, cfg)
+    loss, logs = model(B.collate([ex], tok.pad_id), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert set(logs) == {"loss", "reasoning_ce", "trajectory_token_ce", "flow_mse"}
+    lm_grad = model.lm.blocks[0].attn.qkv.weight.grad
+    vision_grad = model.vision.patch_embed.weight.grad
+    assert model.expert.in_proj.weight.grad.abs().sum() > 0
+    if stop_gradient:
+        assert lm_grad is None or lm_grad.abs().sum() == 0
+        assert vision_grad is None or vision_grad.abs().sum() == 0
+    else:
+        assert lm_grad.abs().sum() > 0 and vision_grad.abs().sum() > 0
