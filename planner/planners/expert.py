@@ -414,6 +414,7 @@ class ExpertPlanner(PrivilegedPlanner):
             self.cfg.path_step_m,
             self._choose_successor,
             self._choose_predecessor,
+            topology_ahead_m=self.cfg.mandatory_lane_change_lookahead_m + max(0.0, -s),
         )
         self._locate_on(path, ego)
         return path

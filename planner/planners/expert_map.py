@@ -440,10 +440,13 @@ def build_path(
     ds: float,
     choose_successor,
     choose_predecessor,
+    topology_ahead_m: float = 0.0,
 ) -> ReferencePath:
     """Chain lanes from `start_lane` backwards `back_m` and forwards `ahead_m` around lane arc
     length `start_lane_s`, resample every `ds` metres. `choose_successor(lane_id, options)`
-    and `choose_predecessor(...)` pick a branch (route first)."""
+    and `choose_predecessor(...)` pick a branch (route first). Beyond the geometry, the lane
+    chain is followed (topology only) up to `topology_ahead_m` from the start to find where
+    it dead-ends (`dead_end_s` may then lie past the path's end)."""
     g0 = index.lanes[start_lane]
     # backward part: (lane, s_from, s_to) pieces in travel order
     pieces: list[tuple[str, float, float]] = []
@@ -486,6 +489,22 @@ def build_path(
         pieces.append((nxt, 0.0, take))
         remaining -= take
         lane = nxt
+    beyond = None  # dead end past the geometry: metres after the path's last point
+    if not dead_end and remaining <= 0 and topology_ahead_m > ahead_m:
+        last_lane, _, last_b = pieces[-1]
+        extra = index.lanes[last_lane].length - last_b
+        lane = last_lane
+        while extra < topology_ahead_m - ahead_m:
+            succs = [p for p in index.lanes[lane].lane.successors if p in index.lanes]
+            if not succs:
+                beyond = extra
+                break
+            nxt = choose_successor(lane, succs)
+            if nxt in seen:
+                break
+            seen.add(nxt)
+            extra += index.lanes[nxt].length
+            lane = nxt
 
     xs, ys, ss, hwl, hwr, lim = [], [], [], [], [], []
     segments: list[PathSegment] = []
@@ -537,7 +556,11 @@ def build_path(
         segments=segments,
         ds=ds,
         s_ego=s_ego_path,
-        dead_end_s=float(s_raw[-1]) if dead_end else None,
+        dead_end_s=(
+            float(s_raw[-1])
+            if dead_end
+            else (float(s_raw[-1]) + beyond if beyond is not None else None)
+        ),
         lane_ids=tuple(seg.lane_id for seg in segments),
     )
     return path
