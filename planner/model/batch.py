@@ -227,6 +227,47 @@ def make_example(
     return example
 
 
+def planner_input_from_features(features: Any, timestamp: float = 0.0) -> PlannerInput:
+    """A stored sample's features (planner.data.shards.SampleFeatures) -> the PlannerInput
+    that inference would have built (the collector computed them with the same builder)."""
+    return PlannerInput(
+        timestamp=timestamp,
+        ego_history=features.ego_history,
+        command=Command.parse(features.command),
+        route_xy=features.route_xy,
+        speed_limit_mps=float(features.speed_limit_mps),
+        cameras=features.cameras,
+        camera_names=tuple(features.camera_names),
+        camera_source=features.camera_source,
+    )
+
+
+def example_from_record(
+    record: Any,
+    tokenizer: CocTokenizer,
+    cfg: ModelConfig,
+    drop_reasoning: bool = False,
+) -> dict[str, np.ndarray]:
+    """A dataset record (planner.data.shards.ShardRecord) -> a training example. Samples
+    whose label is missing or flagged invalid train in the fast layout (no reasoning)."""
+    controls = record.arrays.get("controls")
+    if controls is None:
+        raise InvalidInputError(
+            f"sample {record.key!r} has no fitted controls: re-collect it (the collector fits "
+            "controls with planner.controls.fit_controls)"
+        )
+    label = record.label or {}
+    text = label.get("text") if label.get("valid", True) else None
+    return make_example(
+        planner_input_from_features(record.features()),
+        controls,
+        text or None,
+        tokenizer,
+        cfg,
+        drop_reasoning=drop_reasoning,
+    )
+
+
 def collate(examples: list[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
     """Stack examples; text is right-padded with `pad_id` (masks with 0)."""
     if not examples:

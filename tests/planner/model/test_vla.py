@@ -219,3 +219,49 @@ def test_expert_stop_gradient(parts, stop_gradient) -> None:
         assert vision_grad is None or vision_grad.abs().sum() == 0
     else:
         assert lm_grad.abs().sum() > 0 and vision_grad.abs().sum() > 0
+
+
+def test_example_from_dataset_record(parts) -> None:
+    from planner.data.shards import ShardRecord
+
+    cfg, tok, _ = parts
+    inp = planner_input(cfg)
+    record = ShardRecord(
+        key="s0",
+        cameras=inp.cameras,
+        arrays={
+            "feat_ego_history": inp.ego_history,
+            "feat_route_xy": inp.route_xy,
+            "controls": np.full((64, 2), 0.02, np.float32),
+        },
+        info={
+            "cameras": {"names": ["front"], "source": "rendered"},
+            "features": {"command": "lane_follow", "speed_limit_mps": 13.9},
+            "label": {"text": "Hold the speed.", "valid": True},
+        },
+    )
+    ex = B.example_from_record(record, tok, cfg)
+    assert ex[B.TEXT_IDS][0] == tok.cot_id and tok.decode(ex[B.TEXT_IDS]) == "Hold the speed."
+    assert ex[B.CONTEXT_LEN] == len(tok.encode("Hold the speed.")) + 3
+    record.info["label"]["valid"] = False  # an inconsistent label trains the fast layout
+    assert B.example_from_record(record, tok, cfg)[B.TEXT_IDS][0] == tok.traj_id
+    del record.arrays["controls"]
+    with pytest.raises(InvalidInputError, match="no fitted controls"):
+        B.example_from_record(record, tok, cfg)
+
+
+def test_control_normalisation_and_trajectory_bins_round_trip() -> None:
+    cfg = tiny_config()
+    rng = np.random.default_rng(0)
+    controls = np.stack([rng.normal(0, 1.0, 64), rng.normal(0, 0.02, 64)], axis=1)
+    norm = B.normalize_controls(controls, cfg.normalization)
+    assert np.allclose(B.denormalize_controls(norm, cfg.normalization), controls, atol=1e-5)
+    # clamps: beyond +-9.8 m/s^2 and +-0.33 1/m
+    wild = B.denormalize_controls(np.array([[100.0, -100.0]]), cfg.normalization)
+    assert np.allclose(wild, [[9.8, -0.33]])
+    tt = cfg.trajectory_tokens
+    chunk_means = norm.reshape(tt.chunks, tt.steps_per_token, 2).mean(axis=1)
+    decoded = B.bins_to_controls(B.trajectory_bins(norm, tt), tt)[:: tt.steps_per_token]
+    half_bin = tt.clip_std / (tt.bins - 1)
+    inside = np.abs(chunk_means) < tt.clip_std
+    assert np.all(np.abs(decoded - chunk_means)[inside] <= half_bin + 1e-6)
