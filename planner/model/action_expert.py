@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from planner.model.config import ActionExpertConfig, LanguageModelConfig
-from planner.model.lm import Attention, SwiGLU, rope_angles
+from planner.model.lm import Attention, SwiGLU, rope_angles, rope_inverse_frequencies
 
 
 def fourier_time_features(t: torch.Tensor, pairs: int, max_period: float) -> torch.Tensor:
@@ -69,6 +69,9 @@ class ActionExpert(nn.Module):
         self.blocks = nn.ModuleList(ExpertBlock(cfg, lm) for _ in range(lm.layers))
         self.norm = nn.RMSNorm(cfg.width, eps=lm.norm_eps)
         self.out_proj = nn.Linear(cfg.width, step_dim)
+        self.register_buffer(
+            "inv_freq", rope_inverse_frequencies(lm.head_dim, lm.rope_base), persistent=False
+        )
 
     def forward(
         self,
@@ -91,7 +94,7 @@ class ActionExpert(nn.Module):
         x = self.in_proj(torch.cat([x_t, feats[:, None].expand(b, a, -1)], dim=-1))
         x = x + self.time_mlp(feats)[:, None] + self.token_pos[None]
         positions = position_offset[:, None] + torch.arange(a, device=x_t.device)[None]
-        rope = rope_angles(positions, self.lm_cfg.head_dim, self.lm_cfg.rope_base)
+        rope = rope_angles(positions, self.inv_freq)
         own = torch.ones(b, a, a, dtype=torch.bool, device=x_t.device)
         mask = torch.cat([context_mask[:, None, :].expand(b, a, -1), own], dim=2)
         for i, block in enumerate(self.blocks):

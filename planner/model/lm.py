@@ -20,14 +20,15 @@ from torch import nn
 from planner.model.config import LanguageModelConfig
 
 
+def rope_inverse_frequencies(head_dim: int, base: float) -> torch.Tensor:
+    """(head_dim / 2,) rotary frequencies base^(-2i / head_dim)."""
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
 def rope_angles(
-    positions: torch.Tensor, head_dim: int, base: float
+    positions: torch.Tensor, inv_freq: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape (B, 1, T, head_dim / 2) for integer positions (B, T)."""
-    inv_freq = 1.0 / (
-        base
-        ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
-    )
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (B, T, hd/2)
     return torch.cos(angles)[:, None], torch.sin(angles)[:, None]
 
@@ -146,6 +147,10 @@ class LanguageModel(nn.Module):
         )
         self.norm = nn.RMSNorm(cfg.width, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.width, vocab_size, bias=False)
+        # not a weight: rebuilt from the config, kept out of checkpoints
+        self.register_buffer(
+            "inv_freq", rope_inverse_frequencies(cfg.head_dim, cfg.rope_base), persistent=False
+        )
 
     def empty_cache(
         self, batch: int, dtype: torch.dtype = torch.float32
@@ -165,7 +170,7 @@ class LanguageModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Embedded tokens x (B, T, W) at `positions` (B, T), mask (B, T, S) ->
         (normed hidden (B, T, W), K (L, B, kv, S, hd), V). S = cache length, or T without one."""
-        rope = rope_angles(positions, self.cfg.head_dim, self.cfg.rope_base)
+        rope = rope_angles(positions, self.inv_freq)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             kc = None if k_cache is None else k_cache[i]
