@@ -100,7 +100,7 @@ class ExpertConfig:
     vru_time_gap_s: float = 2.0
     vru_stop_margin_m: float = 3.0
     crossing_time_gap_s: float = 1.5
-    merge_time_gap_s: float = 2.0
+    merge_time_gap_s: float = 1.2
     conflict_stop_margin_m: float = 1.0  # stop this far before the conflict's clear point
     conflict_clearance_m: float = 3.5  # waiting point: centerlines this far apart
     conflict_lookahead_m: float = 80.0
