@@ -19,6 +19,9 @@ class Planner(abc.ABC):
 
     name: ClassVar[str] = "planner"
     privileged: ClassVar[bool] = False
+    # False for planners that read only the ego history and route (const-vel, CTRA): consumers
+    # then skip rendering cameras for them.
+    uses_cameras: ClassVar[bool] = True
 
     def reset(self) -> None:  # noqa: B027 - stateless planners need no reset
         """Forget any state carried between calls (start of a new episode)."""

@@ -155,7 +155,7 @@ def make_renderer(cfg: RunConfig, planner: Planner):
         return own
     # A history-only planner (const-vel, CTRA) may declare `uses_cameras = False` to skip the
     # rendering cost (~15 ms a step here) under "auto".
-    needs = not planner.privileged and getattr(planner, "uses_cameras", True)
+    needs = not planner.privileged and planner.uses_cameras
     if cfg.cameras == "none" or (cfg.cameras == "auto" and not needs):
         return None
     key = str(cfg.sensors_config)

@@ -247,6 +247,7 @@ class ConstantVelocityPlanner(Planner):
     """Straight ahead at the current speed (the ego frame's x axis is the heading at t0)."""
 
     name: ClassVar[str] = "const-vel"
+    uses_cameras: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -307,6 +308,7 @@ class CTRAPlanner(Planner):
     yaw rate over the horizon, clamped to the control limits."""
 
     name: ClassVar[str] = "ctra"
+    uses_cameras: ClassVar[bool] = False
 
     def __init__(
         self,
