@@ -243,6 +243,20 @@ def load_checkpoint(
 
 def load_planner(path: str | Path, **options: Any):
     """`--planner <checkpoint dir>` factory (planner.planners.make_planner)."""
+    import difflib
+    import inspect
+
     from planner.planners.vla import VLAPlanner
 
+    init = inspect.signature(VLAPlanner.__init__).parameters.values()
+    loader = inspect.signature(VLAPlanner.from_checkpoint).parameters
+    valid = [p.name for p in init if p.kind == p.KEYWORD_ONLY]
+    valid += [name for name in loader if name not in ("path", "options")]
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise CheckpointError(
+                f"unknown VLA planner option {key!r}; {hint}valid options: {', '.join(sorted(valid))}"
+            )
     return VLAPlanner.from_checkpoint(path, **options)

@@ -55,8 +55,10 @@ def test_round_trip_gives_identical_outputs(saved) -> None:
     )
     assert a.reasoning_ids == b.reasoning_ids and np.array_equal(a.controls, b.controls)
     # the planner registry loads a checkpoint directory by path
-    planner = make_planner(str(path), mode="fast")
+    planner = make_planner(str(path), mode="fast", num_threads=1, seed=3)
     assert len(planner.plan(planner_input(cfg)).trajectory) == 64
+    with pytest.raises(CheckpointError, match="unknown VLA planner option 'sampels'.*'samples'"):
+        make_planner(str(path), sampels=3)
 
 
 def test_truncated_weights_are_reported(saved, tmp_path) -> None:
