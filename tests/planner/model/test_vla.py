@@ -265,3 +265,14 @@ def test_control_normalisation_and_trajectory_bins_round_trip() -> None:
     half_bin = tt.clip_std / (tt.bins - 1)
     inside = np.abs(chunk_means) < tt.clip_std
     assert np.all(np.abs(decoded - chunk_means)[inside] <= half_bin + 1e-6)
+
+
+def test_training_forward_under_bf16_autocast(parts) -> None:
+    """The trainer runs bf16 autocast on GPU; the same dtype mix must work (here on CPU)."""
+    cfg, tok, _ = parts
+    model = tiny_model(cfg, tok).train()
+    ex = B.make_example(planner_input(cfg), np.zeros((64, 2)), "Hold the speed.", tok, cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logs = model(B.collate([ex, ex], tok.pad_id), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert np.isfinite(logs["loss"]) and model.expert.out_proj.weight.grad is not None
