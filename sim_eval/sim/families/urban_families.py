@@ -374,7 +374,11 @@ def build_roundabout(
     arm_length_m: float,
     speed_limit_mps: float,
     ring_speed_limit_mps: float,
+    ring_width_m: float = LANE_WIDTH_M,
 ) -> RoundaboutMap:
+    """`ring_width_m`: the circulatory roadway and the entry/exit curves are wider than an
+    arm lane (single-lane roundabouts have 4.9-6 m and flared entries and exits), which leaves
+    room for the S-bends between curve and ring that a path follower rounds off."""
     w = LANE_WIDTH_M
     R, rc = ring_radius_m, curve_radius_m
     tc = math.sqrt((R + rc) ** 2 - (0.5 * w + rc) ** 2)  # arm coordinate of the tangent points
@@ -396,7 +400,14 @@ def build_roundabout(
         c_e = tc * u + (0.5 * w + rc) * n_in
         p_m = c_e / np.hypot(*c_e) * R
         entry = _arc_lane(
-            c_e, rc, p_s, p_m, -u, line_types=(N, C), speed_limit=ring_speed_limit_mps
+            c_e,
+            rc,
+            p_s,
+            p_m,
+            -u,
+            width=ring_width_m,
+            line_types=(N, C),
+            speed_limit=ring_speed_limit_mps,
         )
         network.add_lane(f"re{k}", f"rm{k}", entry)
         # exit curve leaving the ring and the outbound straight
@@ -412,7 +423,14 @@ def build_roundabout(
             increasing = float(np.dot([math.cos(h), math.sin(h)], [-p_m[1], p_m[0]])) > 0
         tangent_x = np.array([-radial_x[1], radial_x[0]]) * (1.0 if increasing else -1.0)
         exit_lane = _arc_lane(
-            c_x, rc, p_x, p_o, tangent_x, line_types=(N, C), speed_limit=ring_speed_limit_mps
+            c_x,
+            rc,
+            p_x,
+            p_o,
+            tangent_x,
+            width=ring_width_m,
+            line_types=(N, C),
+            speed_limit=ring_speed_limit_mps,
         )
         network.add_lane(f"rx{k}", f"ro{k}", exit_lane)
         network.add_lane(
@@ -422,11 +440,11 @@ def build_roundabout(
                 p_o, p_o + arm_length_m * u, line_types=(N, C), speed_limit=speed_limit_mps
             ),
         )
-        # yield line: where the entry curve's centre line is one lane width from the ring's
-        # centre line (a stopped car's front then stays clear of circulating traffic)
+        # yield line: where the entry lane's inner edge meets the ring's outer edge (a stopped
+        # car's front then stays clear of circulating traffic)
         s_grid = np.linspace(0.0, entry.length, 200)
         dist = np.array([np.hypot(*entry.position(s, 0.0)) for s in s_grid])
-        outside = s_grid[dist >= R + w]
+        outside = s_grid[dist >= R + 0.5 * ring_width_m + 0.5 * w]
         stop_s = float(outside.max()) if len(outside) else 0.0
         approaches[k] = Approach(
             name=f"arm{k}",
@@ -450,6 +468,7 @@ def build_roundabout(
             start,
             end,
             tangent,
+            width=ring_width_m,
             line_types=(C, C),
             speed_limit=ring_speed_limit_mps,
             priority=2,
@@ -724,11 +743,12 @@ def signalised_intersection(world: World) -> FamilySetup:
 @register_family(
     "roundabout",
     defaults={
-        "ring_radius_m": [10.0, 13.0],
-        "curve_radius_m": [8.0, 11.0],
+        "ring_radius_m": [11.0, 14.0],
+        "ring_width_m": [5.0, 6.0],  # circulatory roadway (arm lanes are 4 m)
+        "curve_radius_m": [14.0, 18.0],  # entry and exit curves
         "arm_length_m": 70.0,
         "speed_limit_mps": 11.0,
-        "ring_speed_limit_mps": [9.0, 10.0],
+        "ring_speed_limit_mps": [7.0, 8.0],  # ring and curves: about 4 m/s^2 at most
         "ego_exit": "random",  # first (right) | second (straight) | third (left) | random
         "ego_dist_to_line_m": [8.0, 15.0],
         "ego_speed_mps": [6.0, 8.0],
@@ -747,6 +767,7 @@ def roundabout(world: World) -> FamilySetup:
     drawn: dict[str, Any] = {}
     for name in (
         "ring_radius_m",
+        "ring_width_m",
         "curve_radius_m",
         "arm_length_m",
         "speed_limit_mps",
@@ -767,6 +788,7 @@ def roundabout(world: World) -> FamilySetup:
         drawn["arm_length_m"],
         drawn["speed_limit_mps"],
         drawn["ring_speed_limit_mps"],
+        drawn["ring_width_m"],
     )
     exits = {"first": 1, "second": 2, "third": 3}
     choice = str(world.params["ego_exit"])
