@@ -116,18 +116,28 @@ def _make_fast_road_classes():
         minimum wins)."""
 
         _lane_cache: tuple | None = None
+        _lane_key: tuple | None = None
+        _lane_tuples: list | None = None
+        SMALL_MAP_LANES = 12  # up to this many lanes the closest-lane search is a Python loop
 
-        def _lanes_arrays(self):
-            items = [
-                (idx, lane)
-                for idx, lane in (
+        def add_lane(self, _from, _to, lane) -> None:
+            super().add_lane(_from, _to, lane)
+            self._lane_cache = None
+
+        def lane_arrays(self):
+            """Every lane (graph order) with the straight ones' geometry as arrays:
+            (items, straight, starts, dirs, lats, lengths, headings, position_of_lane)."""
+            key = (
+                len(self.graph),
+                sum(len(ids) for tos in self.graph.values() for ids in tos.values()),
+            )
+            if self._lane_cache is None or self._lane_key != key:
+                items = [
                     ((f, t, i), ln)
                     for f, tos in self.graph.items()
                     for t, ids in tos.items()
                     for i, ln in enumerate(ids)
-                )
-            ]
-            if self._lane_cache is None or self._lane_cache[0] != len(items):
+                ]
                 straight = np.array([type(ln) is StraightLane for _, ln in items], dtype=bool)
                 zero = np.zeros(2)
 
@@ -141,8 +151,8 @@ def _make_fast_road_classes():
                 )
                 lengths = np.array([float(ln.length) for _, ln in items])
                 headings = np.array([float(attr(ln, "heading", 0.0)) for _, ln in items])
+                position_of = {id(ln): k for k, (_, ln) in enumerate(items)}
                 self._lane_cache = (
-                    len(items),
                     items,
                     straight,
                     starts,
@@ -150,13 +160,45 @@ def _make_fast_road_classes():
                     lats,
                     lengths,
                     headings,
+                    position_of,
                 )
+                # plain floats for small maps: a Python loop beats numpy's call overhead
+                self._lane_tuples = [
+                    (
+                        bool(straight[k]),
+                        *(float(v) for v in starts[k]),
+                        *(float(v) for v in dirs[k]),
+                        *(float(v) for v in lats[k]),
+                        float(lengths[k]),
+                        float(headings[k]),
+                    )
+                    for k in range(len(items))
+                ]
+                self._lane_key = key
             return self._lane_cache
 
         def get_closest_lane_index(self, position, heading=None):
-            _, items, straight, starts, dirs, lats, lengths, headings = self._lanes_arrays()
+            items, straight, starts, dirs, lats, lengths, headings, _ = self.lane_arrays()
             if not items:
                 return super().get_closest_lane_index(position, heading)
+            if len(items) <= self.SMALL_MAP_LANES:
+                px, py = float(position[0]), float(position[1])
+                best, best_k = math.inf, 0
+                for k, (is_straight, sx, sy, dx, dy, lx, ly, length, hdg) in enumerate(
+                    self._lane_tuples
+                ):
+                    if is_straight:
+                        ex, ey = px - sx, py - sy
+                        s_ = ex * dx + ey * dy
+                        r_ = ex * lx + ey * ly
+                        d = abs(r_) + max(s_ - length, 0) + max(0 - s_, 0)
+                        if heading is not None:
+                            d += abs(((heading - hdg + math.pi) % (2 * math.pi)) - math.pi)
+                    else:
+                        d = items[k][1].distance_with_heading(position, heading)
+                    if d < best:  # strict: the first minimum wins, as np.argmin
+                        best, best_k = d, k
+                return items[best_k][0]
             delta = np.asarray(position, dtype=float) - starts  # (L, 2)
             s = (delta * dirs).sum(axis=1)
             r = (delta * lats).sum(axis=1)
@@ -184,6 +226,8 @@ def _make_fast_road_classes():
         _candidates: list | None = None
         _index: dict | None = None
         _search: dict | None = None
+        _proj_s: np.ndarray | None = None
+        _proj_lat: np.ndarray | None = None
 
         def act(self) -> None:
             self._candidates = [
@@ -194,10 +238,17 @@ def _make_fast_road_classes():
             ).reshape(-1, 2)
             self._index = {id(o): k for k, o in enumerate(self._candidates)}
             self._search = {}
+            if isinstance(self.network, FastRoadNetwork):
+                # every object projected on every lane once per pass: (L, M) arrays
+                _, _, starts, dirs, lats, _, _, _ = self.network.lane_arrays()
+                delta = self._positions[None, :, :] - starts[:, None, :]  # (L, M, 2)
+                self._proj_s = (delta * dirs[:, None, :]).sum(-1)
+                self._proj_lat = (delta * lats[:, None, :]).sum(-1)
             try:
                 super().act()
             finally:
                 self._candidates = self._positions = self._index = self._search = None
+                self._proj_s = self._proj_lat = None
 
         def _search_lanes(self, lane_index):
             """Stock search list (lane, next lanes, previous lanes) as arrays, or None if a
@@ -227,8 +278,15 @@ def _make_fast_road_classes():
             if any(type(ln) is not StraightLane for ln, _ in lanes_offsets):
                 arrays = None
             else:
+                position_of = (
+                    self.network.lane_arrays()[7]
+                    if isinstance(self.network, FastRoadNetwork)
+                    else {}
+                )
+                rows = [position_of.get(id(ln), -1) for ln, _ in lanes_offsets]
                 arrays = (
                     lane,
+                    np.array(rows) if min(rows) >= 0 else None,  # rows of the pass projections
                     np.array([ln.start for ln, _ in lanes_offsets], dtype=float),  # (L, 2)
                     np.array([ln.direction for ln, _ in lanes_offsets], dtype=float),
                     np.array([ln.direction_lateral for ln, _ in lanes_offsets], dtype=float),
@@ -248,7 +306,7 @@ def _make_fast_road_classes():
             arrays = self._search_lanes(lane_index)
             if arrays is None:
                 return super().neighbour_vehicles(vehicle, lane_index)
-            lane, starts, dirs, lats, half_w, lengths, veh_len, offsets = arrays
+            lane, rows, starts, dirs, lats, half_w, lengths, veh_len, offsets = arrays
             if self._candidates is not None:
                 cands, pos = self._candidates, self._positions
                 self_k = self._index.get(id(vehicle), -1)
@@ -259,9 +317,12 @@ def _make_fast_road_classes():
             if not cands:
                 return None, None
             s = lane.local_coordinates(vehicle.position)[0]
-            delta = pos[None, :, :] - starts[:, None, :]  # (L, M, 2)
-            s_v = (delta * dirs[:, None, :]).sum(-1)  # (L, M)
-            lat_v = (delta * lats[:, None, :]).sum(-1)
+            if self._proj_s is not None and rows is not None:
+                s_v, lat_v = self._proj_s[rows], self._proj_lat[rows]  # (L, M)
+            else:
+                delta = pos[None, :, :] - starts[:, None, :]  # (L, M, 2)
+                s_v = (delta * dirs[:, None, :]).sum(-1)  # (L, M)
+                lat_v = (delta * lats[:, None, :]).sum(-1)
             on = (
                 (np.abs(lat_v) <= half_w[:, None])
                 & (s_v >= -veh_len[:, None])
