@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from planner.config import ConfigError, load_config
+from planner.paths import config_path
 from planner.taxonomy import AgentClass, LightState
 from planner.types import (
     Agent,
@@ -48,7 +49,7 @@ from planner.types import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "sensors" / "default.yaml"
+DEFAULT_CONFIG_PATH = config_path("sensors", "default.yaml")
 BOUNDARY_KINDS = ("dashed", "solid", "road_edge", "none")
 _SHIFT = 4  # OpenCV sub-pixel bits: coordinates are passed as round(value * 16)
 _SHIFT_SCALE = float(1 << _SHIFT)

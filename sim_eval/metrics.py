@@ -22,6 +22,7 @@ import numpy as np
 
 from planner.config import load_config
 from planner.geometry import drivable_area, lane_polygon
+from planner.paths import config_path
 from planner.taxonomy import AgentClass, LightState
 from planner.types import MapData, StopLine, wrap_angle
 from sim_eval.episode import EpisodeRecord
@@ -29,7 +30,7 @@ from sim_eval.stats import MetricSpec, StatsConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "metrics.yaml"
+DEFAULT_METRICS_CONFIG = config_path("metrics.yaml")
 
 
 class MetricsError(ValueError):

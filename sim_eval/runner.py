@@ -37,6 +37,7 @@ from planner.errors import UserError
 from planner.executor import make_executor, run_resumable
 from planner.features import build_planner_input
 from planner.io import JsonlResults, atomic_write_json
+from planner.paths import config_path
 from planner.types import PLAN_DT_S, InvalidInputError, PlannerOutput
 from sim_eval.episode import EpisodeRecord
 from sim_eval.metrics import (
@@ -51,7 +52,7 @@ from sim_eval.sim.config import SimConfig, load_sim_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "run.yaml"
+DEFAULT_RUN_CONFIG = config_path("run.yaml")
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.yaml"
 EPISODES_FILE = "episodes.jsonl"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.config import ConfigError, load_config
+from planner.paths import config_path
 from planner.types import (
     HISTORY_STEPS,
     MAX_ABS_ACCEL_MPS2,
@@ -21,7 +22,7 @@ from planner.types import (
     PLAN_STEPS,
 )
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "model" / "tiny.yaml"
+DEFAULT_CONFIG_PATH = config_path("model", "tiny.yaml")
 EGO_FEATURES = 6  # x, y, yaw, speed, accel, curvature of each history row (t is implied)
 COMMANDS = 6  # len(planner.taxonomy.Command)
 

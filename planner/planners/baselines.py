@@ -23,6 +23,7 @@ import numpy as np
 from planner.base import Planner, PrivilegedPlanner
 from planner.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
 from planner.geometry import polyline_arclength, project_to_polyline
+from planner.paths import config_path
 from planner.types import (
     EGO_CURV,
     EGO_SPEED,
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 # configs/ at the repository root (absent in a non-editable install: the dataclass defaults,
 # which tests keep equal to the YAML files, are used then).
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "planners"
+CONFIG_DIR = config_path("planners")
 BASELINES_CONFIG_PATH = CONFIG_DIR / "baselines.yaml"
 IDM_CONFIG_PATH = CONFIG_DIR / "idm.yaml"
 

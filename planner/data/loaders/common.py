@@ -29,6 +29,7 @@ import numpy as np
 from planner.config import load_config
 from planner.data.sample import Sample
 from planner.errors import UserError
+from planner.paths import config_path
 from planner.types import (
     EGO_ACCEL,
     EGO_CURV,
@@ -171,7 +172,7 @@ class LogLoadersConfig:
     rosbag: RosbagConfig = field(default_factory=RosbagConfig)
 
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[3] / "configs" / "data" / "loaders.yaml"
+DEFAULT_CONFIG_PATH = config_path("data", "loaders.yaml")
 
 
 def load_loaders_config(
