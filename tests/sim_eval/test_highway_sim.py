@@ -323,15 +323,16 @@ def test_ego_lane_id_uses_the_project_id_format():
     assert cx == pytest.approx(sim.world.ego.position[0])
 
 
-def test_fast_road_matches_stock_highway_env_bit_for_bit(monkeypatch):
+@pytest.mark.parametrize("family", ["dense_highway", "on_ramp_merge"])  # straight, curved
+def test_fast_road_matches_stock_highway_env_bit_for_bit(monkeypatch, family):
     import highway_env.road.road as hw_road
 
     import sim_eval.sim.highway as highway
 
-    fast = fingerprint(run(HighwayEnvSimulator(SimConfig()), spec("dense_highway", 3), 15))
+    fast = fingerprint(run(HighwayEnvSimulator(SimConfig()), spec(family, 3), 15))
     monkeypatch.setattr(highway, "_FAST_ROAD", hw_road.Road)
     monkeypatch.setattr(highway, "_FAST_NETWORK", hw_road.RoadNetwork)
-    stock = fingerprint(run(HighwayEnvSimulator(SimConfig()), spec("dense_highway", 3), 15))
+    stock = fingerprint(run(HighwayEnvSimulator(SimConfig()), spec(family, 3), 15))
     assert np.array_equal(fast, stock)
 
 
