@@ -1864,15 +1864,21 @@ class ExpertPlanner(PrivilegedPlanner):
         env_list = env.tolist()
         n_env = len(env_list) - 1
         max_decel = cfg.max_decel_mps2
+        gap_decel = cfg.gap_search_max_decel_mps2
         for k in range(PLAN_STEPS):
             kk = int((s_front0 + x) / ds + 0.5)
             kk = n_env if kk > n_env else (0 if kk < 0 else kk)
             vd = env_list[kk]
-            if vd > v_cap:
-                vd = v_cap
             if vd < 0.1:
                 vd = 0.1
             free = a_max * (1.0 - (v / vd) ** delta)
+            if v_cap < vd:
+                # gap searching adjusts speed gently: it is a preference, not an obstacle
+                a_gap = a_max * (1.0 - (v / max(v_cap, 0.1)) ** delta)
+                if a_gap < -gap_decel:
+                    a_gap = -gap_decel
+                if a_gap < free:
+                    free = a_gap
             a_cmd = free
             front = s_front0 + x
             for j in range(n_c):

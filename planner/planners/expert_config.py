@@ -75,6 +75,7 @@ class ExpertConfig:
     lane_end_activation_margin_m: float = 30.0  # wall within stopping distance + this
     route_end_tolerance_m: float = 10.0  # a lane ending this near the route's end is fine
     gap_search_gain_per_s: float = 0.3  # speed change per metre to the middle of the gap
+    gap_search_max_decel_mps2: float = 1.5  # gap searching never brakes harder
     passing_max_accel_mps2: float = 2.0  # IDM a while overtaking
     passing_label_accel_mps2: float = 0.3  # "acceleration for passing" from this accel up
     # ---- nudges around static obstacles ------------------------------------------------------
