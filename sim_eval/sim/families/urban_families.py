@@ -276,9 +276,11 @@ def build_intersection(
     speed_limit_mps: float,
     turn_speed_limit_mps: float,
     major_arms: tuple[int, ...] = (),
+    stop_line_setback_m: float = 0.0,
 ) -> IntersectionMap:
-    """Arm k points along highway-env angle 90k deg. `half_size_m`: centre to stop line.
-    Priorities (read by the right-of-way control): straight/right 3 on major arms and 1
+    """Arm k points along highway-env angle 90k deg. `half_size_m`: centre to the end of the
+    arms (where the junction's movements start); stop lines sit `stop_line_setback_m` before
+    that, so turning cars pass clear of the cars waiting at them. Priorities (read by the right-of-way control): straight/right 3 on major arms and 1
     elsewhere, left turns one less (they yield to oncoming traffic)."""
     w = LANE_WIDTH_M
     r = half_size_m
@@ -348,7 +350,7 @@ def build_intersection(
         approaches[k] = Approach(
             name=f"arm{k}",
             lane_key=inbound[k],
-            stop_s=float(arm_length_m),
+            stop_s=float(arm_length_m - stop_line_setback_m),
             movements=tuple(movements),
         )
     return IntersectionMap(approaches, inbound, outbound, connectors)
@@ -515,7 +517,8 @@ def _ego_start_on(
 
 
 _INTERSECTION_DEFAULTS: dict[str, Any] = {
-    "half_size_m": [10.0, 13.0],  # junction centre to stop line
+    "half_size_m": [10.0, 13.0],  # junction centre to the end of the arms
+    "stop_line_setback_m": [1.5, 3.0],  # stop lines sit this far back from the junction
     "arm_length_m": 75.0,
     "speed_limit_mps": [10.0, 12.5],
     "turn_speed_limit_mps": 8.0,
@@ -543,6 +546,7 @@ def _intersection_common(
         "arm_length_m",
         "turn_speed_limit_mps",
         "exit_length_m",
+        "stop_line_setback_m",
     ):
         drawn[name] = world.uniform(name)
     for name in ("initial_vehicles", "max_vehicles"):
@@ -560,6 +564,7 @@ def _intersection_common(
         drawn["speed_limit_mps"],
         drawn["turn_speed_limit_mps"],
         major_arms=major,
+        stop_line_setback_m=drawn["stop_line_setback_m"],
     )
     # arms count counter-clockwise on screen (highway-env angle 90k deg, y down): seen from
     # the south arm, the next arm (east) is to the right
