@@ -169,7 +169,6 @@ class BackgroundTraffic:
     spawn_clear_m: float = 18.0  # no spawn while a road user is this close to the spawn point
     retire_before_end_m: float = 6.0  # cars vanish this close to the end of their last lane
     spawned: int = 0
-    vehicles: list[UrbanIDMVehicle] = field(default_factory=list)
 
     def place(
         self,
@@ -496,16 +495,10 @@ def roundabout_route(rmap: RoundaboutMap, arm_in: int, arm_out: int) -> list[Lan
 
 
 # ---- shared pieces --------------------------------------------------------------------------
-def _route_spec(
-    world: World, keys: Sequence[LaneKey], end_on_last_m: float, command: Command
-) -> RouteSpec:
+def _route_spec(keys: Sequence[LaneKey], end_on_last_m: float, command: Command) -> RouteSpec:
     return RouteSpec(
         lanes=[_idx(k) for k in keys], end_longitudinal_m=end_on_last_m, command=command
     )
-
-
-def _hooks(*fns: Callable[[World], None]) -> list[Callable[[World], None]]:
-    return list(fns)
 
 
 def _ego_start_on(
@@ -631,9 +624,9 @@ def _finish_intersection(
     world.state["right_of_way"] = control
     return FamilySetup(
         ego_start=start,
-        route=_route_spec(world, ego_keys, drawn["exit_length_m"], command),
+        route=_route_spec(ego_keys, drawn["exit_length_m"], command),
         map_name=name,
-        step_hooks=_hooks(control_hook),
+        step_hooks=[control_hook],
         traffic_lights=traffic_lights,
         stop_lines=stop_lines,
         metadata={**drawn, "route_command": command.value},
@@ -890,9 +883,9 @@ def roundabout(world: World) -> FamilySetup:
     world.state["right_of_way"] = control
     return FamilySetup(
         ego_start=start,
-        route=_route_spec(world, route_keys, drawn["exit_length_m"], command),
+        route=_route_spec(route_keys, drawn["exit_length_m"], command),
         map_name="roundabout",
-        step_hooks=_hooks(control_hook),
+        step_hooks=[control_hook],
         stop_lines=yield_lines,
         metadata={**drawn, "route_command": command.value},
     )
