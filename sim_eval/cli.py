@@ -182,6 +182,9 @@ def register(registry: CommandRegistry) -> None:
     bench = registry.group("bench")
     root = registry.root
     register_collect(registry)
+    from sim_eval.eval_cli import register_eval  # `eval open-loop` (sim_eval/eval_cli.py)
+
+    register_eval(registry)
 
     @sim.command(
         "run",
