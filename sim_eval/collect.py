@@ -145,17 +145,17 @@ def load_collect_config(
 
 
 def select_episodes(cfg: CollectConfig) -> list[ScenarioSpec]:
-    """The suite's episodes (optionally on other seeds), first N per family."""
+    """The suite's episodes (optionally on other seeds), first N per family, interleaved
+    family by family (seed 1 of every family, then seed 2, ...) so that a collection stopped
+    early still covers every family evenly."""
     specs = load_suite(cfg.suite, seeds=cfg.seeds)
-    if cfg.episodes_per_family is None:
-        return specs
-    count: Counter[str] = Counter()
-    out = []
-    for s in specs:
-        if count[s.family] < cfg.episodes_per_family:
-            out.append(s)
-            count[s.family] += 1
-    return out
+    rank: Counter[str] = Counter()
+    ranked = []
+    for order, s in enumerate(specs):
+        if cfg.episodes_per_family is None or rank[s.family] < cfg.episodes_per_family:
+            ranked.append((rank[s.family], order, s))
+            rank[s.family] += 1
+    return [s for _, _, s in sorted(ranked, key=lambda x: (x[0], x[1]))]
 
 
 # ---- perturbation -----------------------------------------------------------------------------
@@ -522,16 +522,19 @@ def _digest(obj: Any) -> str:
 
 
 def build_manifest(cfg: CollectConfig, specs: list[ScenarioSpec]) -> dict[str, Any]:
-    """What makes two collections mixable: everything in the config but the output folder."""
+    """What makes two collections mixable: the whole config except the output folder and
+    the episode selection (`episodes_per_family`, `seeds`), and the scenario parameters of
+    each family. So a dataset can grow (a larger `episodes_per_family` into the same folder
+    runs only the new episodes), but never mixes samples made with other settings."""
     data = to_dict(cfg)
-    data.pop("output_dir", None)
+    for key in ("output_dir", "episodes_per_family", "seeds"):
+        data.pop(key, None)
     return {
         "version": MANIFEST_VERSION,
         "format_version": shards.FORMAT_VERSION,
         "suite": cfg.suite,
-        "episodes": [s.key for s in specs],
         "config_digest": _digest(data),
-        "scenario_params_digest": _digest([[s.key, to_dict(s.params)] for s in specs]),
+        "family_params": {s.family: _digest(to_dict(s.params)) for s in specs},
     }
 
 
@@ -548,7 +551,14 @@ def check_manifest(out: Path, manifest: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON ({exc}): choose a new --out folder") from None
-    diffs = [k for k in manifest if old.get(k) != manifest[k]]
+    diffs = [k for k in manifest if k != "family_params" and old.get(k) != manifest[k]]
+    # a family's scenario parameters must agree where both collections have the family
+    old_params = old.get("family_params") or {}
+    changed = sorted(
+        f for f, d in manifest.get("family_params", {}).items() if old_params.get(f, d) != d
+    )
+    if changed:
+        diffs.append(f"scenario parameters of {changed}")
     if diffs:
         raise UserError(
             f"dataset folder {out} was collected with another {', '.join(diffs)}: use a new "
@@ -597,6 +607,9 @@ def collect(
     out.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest(cfg, specs)
     check_manifest(out, manifest)
+    if (out / MANIFEST_FILE).is_file():  # keep the families of earlier collections
+        old = json.loads((out / MANIFEST_FILE).read_text()).get("family_params") or {}
+        manifest["family_params"] = {**old, **manifest["family_params"]}
     atomic_write_json(out / MANIFEST_FILE, manifest)
     save_config(cfg, out / CONFIG_FILE)
     results = JsonlResults(out / EPISODES_FILE)
@@ -637,7 +650,7 @@ def collect(
     card = shards.build_card(
         records,
         name=out.name,
-        disk_bytes=shards.folder_bytes(out / shards.SHARDS_DIR),
+        disk_bytes=sum(r["bytes"] for r in ok),
         extra={
             "suite": cfg.suite,
             "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -155,7 +155,7 @@ def test_interrupted_collection_finishes_only_missing_episodes(tmp_path):
 
 
 def test_other_config_into_same_folder_is_refused(tmp_path):
-    C.check_manifest(tmp_path, {"config_digest": "a"})  # an empty folder is fine
+    C.check_manifest(tmp_path, {"config_digest": "a", "family_params": {}})  # empty folder
     (tmp_path / C.MANIFEST_FILE).write_text(json.dumps({"config_digest": "a", "suite": "x"}))
     with pytest.raises(UserError, match="config_digest.*new --out"):
         run(tmp_path, cfg=tiny_config("stride_steps=2"))
@@ -190,3 +190,14 @@ def test_highway_expert_episode(tmp_path):
     rec = next(shards.read_shard(tmp_path / res.records[0]["shard"]))
     assert rec.cameras.shape[:2] == (3, 2) and rec.label["text"]
     assert rec.meta["family"] == "cut_in" and rec.info["cameras"]["source"] == "rendered"
+
+
+def test_a_dataset_grows_without_redoing_episodes(tmp_path):
+    run(tmp_path, seeds=(1,))
+    first = json.loads((tmp_path / C.EPISODES_FILE).read_text().splitlines()[0])
+    mtime = (tmp_path / first["shard"]).stat().st_mtime_ns
+    PLAN_CALLS["n"] = 0
+    res = run(tmp_path, seeds=(1, 2))  # more seeds, same settings: only the new ones run
+    assert 0 < PLAN_CALLS["n"] <= 62 and res.card["episodes"] == 4
+    assert (tmp_path / first["shard"]).stat().st_mtime_ns == mtime
+    assert len(shards.load_index(tmp_path)["shards"]) == 4
