@@ -266,3 +266,16 @@ def test_mixed_rate_log_evaluates_when_allowed_and_is_flagged(bad_logs, tmp_path
     )
     result = run_open_loop(cfg, tmp_path / "m", report=False)
     assert result.records and all(r["ego_rate_irregular"] for r in result.records)
+
+
+def test_nuscenes_windows_sit_on_its_keyframes_whatever_the_stride(nuscenes_root):
+    from sim_eval.open_loop import enumerate_windows
+
+    at_keyframes = load_open_loop_config(overrides=[f"data={nuscenes_root}", "stride_s=0.1"])
+    refs, _, _ = enumerate_windows(at_keyframes)
+    assert [r.index for r in refs] == list(range(15, 136, 5))
+    grid = load_open_loop_config(
+        overrides=[f"data={nuscenes_root}", "stride_s=0.1", "nuscenes_keyframes=false"]
+    )
+    refs, skipped, _ = enumerate_windows(grid)
+    assert [r.index for r in refs] == list(range(15, 136)) and len(skipped) == 200 - 121
