@@ -76,6 +76,12 @@ def open_loop_command(
         + (f"{wps:.1f} windows/s" if wps else "nothing new to evaluate")
         + (" (privileged planner: handed the logged scene)" if summary["privileged"] else "")
     )
+    errors = [r for r in result.records if r.get("status", "ok") != "ok"]
+    if errors:
+        console.print(
+            f"[red]{len(errors)} window(s) failed[/red], e.g. {errors[0]['key']}: "
+            f"{errors[0].get('error')} (in windows.jsonl; rerunning the command retries them)"
+        )
     console.print(f"report: {result.report_path}")
     return result
 
@@ -108,7 +114,7 @@ def register_eval(registry: CommandRegistry) -> None:
         out: Path = typer.Option(..., "--out", help="Results folder (created; resumable)."),
         k: int = typer.Option(None, "--k", help="Sampled plans per window (minADE_k); 6."),
         stride_s: float = typer.Option(
-            None, "--stride-s", help="Seconds between windows (0.5: nuScenes keyframes)."
+            None, "--stride-s", help="Seconds between windows, 0.5 (nuScenes: its keyframes)."
         ),
         workers: int = typer.Option(None, "--workers", help="Parallel worker processes."),
         limit: int = typer.Option(None, "--limit", help="Evaluate at most this many windows."),

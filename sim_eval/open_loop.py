@@ -718,6 +718,7 @@ def run_open_loop(
     atomic_write_json(out / MANIFEST_FILE, manifest)
     save_config(cfg, out / CONFIG_FILE)
     results = JsonlResults(out / WINDOWS_FILE, fsync=cfg.fsync_each_window)
+    _drop_errored(results)
     done_before = len(results.done_keys() & {r.key for r in refs})
     executor = make_executor(cfg.executor, cfg.workers)
     start = time.perf_counter()
@@ -755,6 +756,17 @@ def run_open_loop(
 
         report_path = write_report(out, records, summary, cfg, by_key)
     return OpenLoopResult(out, summary, records, report_path)
+
+
+def _drop_errored(results: JsonlResults) -> None:
+    """Windows that raised in an earlier run are evaluated again on resume."""
+    from planner.io import atomic_write_text, dumps
+
+    records = results.records()
+    keep = [r for r in records if r.get("status", "ok") == "ok"]
+    if len(keep) != len(records):
+        log.warning("retrying %d window(s) that failed in an earlier run", len(records) - len(keep))
+        atomic_write_text(results.path, "".join(dumps(r) + "\n" for r in keep))
 
 
 class _EvaluateTask:

@@ -279,3 +279,34 @@ def test_nuscenes_windows_sit_on_its_keyframes_whatever_the_stride(nuscenes_root
     )
     refs, skipped, _ = enumerate_windows(grid)
     assert [r.index for r in refs] == list(range(15, 136)) and len(skipped) == 200 - 121
+
+
+class FailingPlanner(Planner):
+    """Raises on every other window (a planner bug): recorded, counted, retried on resume."""
+
+    name = "fake-failing"
+    uses_cameras = False
+
+    def plan(self, inp: PlannerInput) -> PlannerOutput:
+        if int(round(inp.timestamp * 10)) % 2:
+            raise RuntimeError("planner bug")
+        v0 = inp.ego_speed
+        return PlannerOutput(
+            Trajectory.from_controls(np.zeros(PLAN_STEPS), np.zeros(PLAN_STEPS), v0)
+        )
+
+
+def test_failing_windows_are_recorded_counted_and_retried(tmp_path, monkeypatch):
+    from planner import planners
+    from tests.planner.data.scenarionet_fixture import make_scenario, write_scenario
+
+    monkeypatch.setitem(planners.BUILTIN_PLANNERS, "fake-failing", f"{__name__}:FailingPlanner")
+    log = write_scenario(tmp_path / "log.pkl", make_scenario())
+    cfg = load_open_loop_config(overrides=[f"data={log}", "planner=fake-failing", "stride_s=0.1"])
+    first = run_open_loop(cfg, tmp_path / "f", report=False)
+    failed = [r for r in first.records if r["status"] == "error"]
+    assert failed and "planner bug" in failed[0]["error"]
+    assert first.summary["n_error"] == len(failed)
+    assert first.summary["windows_evaluated"] == len(first.records) - len(failed)
+    again = run_open_loop(cfg, tmp_path / "f", report=False)
+    assert again.summary["timing"]["windows_new"] == len(failed)
