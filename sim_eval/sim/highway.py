@@ -213,19 +213,22 @@ def _make_fast_road_classes():
     class FastRoad(Road):
         """highway-env's `Road` with the two O(N^2) loops vectorised, same results:
 
-        - `neighbour_vehicles` (called 1-3 times per IDM car per substep) projects every
-          object onto the straight search lanes with numpy instead of a Python loop;
-          positions and per-lane search lists are cached for the whole `act()` pass
-          (actions do not move anything). Curved lanes fall back to the stock loop.
+        - `neighbour_vehicles` (called 1-3 times per IDM car per substep): during an `act()`
+          pass nothing moves, so every object is projected once per pass on each lane that
+          a search needs (numpy for straight lanes, the lane's own `local_coordinates` for
+          curved ones) and each search only selects from those rows. Outside a pass the
+          stock method runs.
         - `step` runs the stock collision handler only for pairs that pass the stock
           bounding-circle pre-check, computed for all pairs at once.
         Written by hand because highway-env offers no spatial index; the stock code is the
-        reference semantics (ties resolve as in the stock loops)."""
+        reference semantics (ties resolve as in the stock loops) and a test checks that
+        episodes are bit-identical to the stock classes."""
 
         _positions: np.ndarray | None = None
         _candidates: list | None = None
         _index: dict | None = None
         _search: dict | None = None
+        _rows: dict | None = None
         _proj_s: np.ndarray | None = None
         _proj_lat: np.ndarray | None = None
 
@@ -238,8 +241,9 @@ def _make_fast_road_classes():
             ).reshape(-1, 2)
             self._index = {id(o): k for k, o in enumerate(self._candidates)}
             self._search = {}
+            self._rows = {}
             if isinstance(self.network, FastRoadNetwork):
-                # every object projected on every lane once per pass: (L, M) arrays
+                # every object projected on every straight lane at once: (L, M) arrays
                 _, _, starts, dirs, lats, _, _, _ = self.network.lane_arrays()
                 delta = self._positions[None, :, :] - starts[:, None, :]  # (L, M, 2)
                 self._proj_s = (delta * dirs[:, None, :]).sum(-1)
@@ -247,15 +251,40 @@ def _make_fast_road_classes():
             try:
                 super().act()
             finally:
-                self._candidates = self._positions = self._index = self._search = None
-                self._proj_s = self._proj_lat = None
+                self._candidates = self._positions = self._index = None
+                self._search = self._rows = self._proj_s = self._proj_lat = None
+
+        def _lane_rows(self, lane) -> tuple[np.ndarray, np.ndarray]:
+            """(s (M,), on (M,)) of every object on `lane` for this pass: the stock
+            `local_coordinates` and `on_lane(margin=1)`."""
+            hit = self._rows.get(id(lane))
+            if hit is not None:
+                return hit
+            k = None
+            if self._proj_s is not None and type(lane) is StraightLane:
+                k = self.network.lane_arrays()[7].get(id(lane))
+            if k is not None:
+                s_row, lat_row = self._proj_s[k], self._proj_lat[k]
+                half = lane.width / 2.0 + 1.0
+            else:
+                coords = [lane.local_coordinates(p) for p in self._positions]
+                s_row = np.array([c[0] for c in coords], dtype=float).reshape(-1)
+                lat_row = np.array([c[1] for c in coords], dtype=float).reshape(-1)
+                half = np.array([lane.width_at(sv) / 2.0 + 1.0 for sv in s_row]).reshape(-1)
+            on = (
+                (np.abs(lat_row) <= half)
+                & (s_row >= -lane.VEHICLE_LENGTH)
+                & (s_row < lane.length + lane.VEHICLE_LENGTH)
+            )
+            self._rows[id(lane)] = (s_row, on)
+            return s_row, on
 
         def _search_lanes(self, lane_index):
-            """Stock search list (lane, next lanes, previous lanes) as arrays, or None if a
-            lane is not straight."""
-            cache = self._search
-            if cache is not None and lane_index in cache:
-                return cache[lane_index]
+            """The stock search list of `lane_index`: (lane, offset) for the lane, the next
+            lanes and the previous lanes (cached for the pass)."""
+            hit = self._search.get(lane_index)
+            if hit is not None:
+                return hit
             lane = self.network.get_lane(lane_index)
             lanes_offsets = [(lane, 0.0)]
             if self.neighbour_vehicles_connected_lanes:
@@ -275,60 +304,25 @@ def _make_fast_road_classes():
                         else:
                             continue
                         lanes_offsets.append((prev_lane, -prev_lane.length))
-            if any(type(ln) is not StraightLane for ln, _ in lanes_offsets):
-                arrays = None
-            else:
-                position_of = (
-                    self.network.lane_arrays()[7]
-                    if isinstance(self.network, FastRoadNetwork)
-                    else {}
-                )
-                rows = [position_of.get(id(ln), -1) for ln, _ in lanes_offsets]
-                arrays = (
-                    lane,
-                    np.array(rows) if min(rows) >= 0 else None,  # rows of the pass projections
-                    np.array([ln.start for ln, _ in lanes_offsets], dtype=float),  # (L, 2)
-                    np.array([ln.direction for ln, _ in lanes_offsets], dtype=float),
-                    np.array([ln.direction_lateral for ln, _ in lanes_offsets], dtype=float),
-                    np.array([ln.width / 2.0 + 1.0 for ln, _ in lanes_offsets]),  # margin 1 m
-                    np.array([ln.length for ln, _ in lanes_offsets], dtype=float),
-                    np.array([ln.VEHICLE_LENGTH for ln, _ in lanes_offsets], dtype=float),
-                    np.array([off for _, off in lanes_offsets], dtype=float),
-                )
-            if cache is not None:
-                cache[lane_index] = arrays
-            return arrays
+            offsets = np.array([off for _, off in lanes_offsets], dtype=float)
+            self._search[lane_index] = (lane, lanes_offsets, offsets)
+            return self._search[lane_index]
 
         def neighbour_vehicles(self, vehicle, lane_index=None):
+            if self._candidates is None:  # outside an act() pass: the stock search
+                return super().neighbour_vehicles(vehicle, lane_index)
             lane_index = lane_index or vehicle.lane_index
             if not lane_index:
                 return None, None
-            arrays = self._search_lanes(lane_index)
-            if arrays is None:
-                return super().neighbour_vehicles(vehicle, lane_index)
-            lane, rows, starts, dirs, lats, half_w, lengths, veh_len, offsets = arrays
-            if self._candidates is not None:
-                cands, pos = self._candidates, self._positions
-                self_k = self._index.get(id(vehicle), -1)
-            else:
-                cands = [o for o in (*self.vehicles, *self.objects) if not isinstance(o, Landmark)]
-                pos = np.array([o.position for o in cands], dtype=np.float64).reshape(-1, 2)
-                self_k = next((k for k, o in enumerate(cands) if o is vehicle), -1)
-            if not cands:
+            if not self._candidates:
                 return None, None
+            lane, lanes_offsets, offsets = self._search_lanes(lane_index)
+            rows = [self._lane_rows(ln) for ln, _ in lanes_offsets]
+            s_v = np.stack([r[0] for r in rows])  # (L, M)
+            on = np.stack([r[1] for r in rows])
             s = lane.local_coordinates(vehicle.position)[0]
-            if self._proj_s is not None and rows is not None:
-                s_v, lat_v = self._proj_s[rows], self._proj_lat[rows]  # (L, M)
-            else:
-                delta = pos[None, :, :] - starts[:, None, :]  # (L, M, 2)
-                s_v = (delta * dirs[:, None, :]).sum(-1)  # (L, M)
-                lat_v = (delta * lats[:, None, :]).sum(-1)
-            on = (
-                (np.abs(lat_v) <= half_w[:, None])
-                & (s_v >= -veh_len[:, None])
-                & (s_v < (lengths + veh_len)[:, None])
-            )
             matched = on.any(axis=0)  # (M,)
+            self_k = self._index.get(id(vehicle), -1)
             if self_k >= 0:
                 matched[self_k] = False
             idx = np.flatnonzero(matched)
@@ -336,16 +330,15 @@ def _make_fast_road_classes():
                 return None, None
             first = on[:, idx].argmax(axis=0)  # the first search lane that holds each object
             sv = s_v[first, idx] + offsets[first]
+            cands = self._candidates
             v_front = v_rear = None
             is_front = sv >= s
             if is_front.any():
                 vals = sv[is_front]
-                cand = idx[is_front][vals == vals.min()]
-                v_front = cands[cand[-1]]  # stock: `<=` lets the last tie win
+                v_front = cands[idx[is_front][vals == vals.min()][-1]]  # stock: last tie wins
             if (~is_front).any():
                 vals = sv[~is_front]
-                cand = idx[~is_front][vals == vals.max()]
-                v_rear = cands[cand[0]]  # stock: `>` keeps the first tie
+                v_rear = cands[idx[~is_front][vals == vals.max()][0]]  # stock: first tie kept
             return v_front, v_rear
 
         def step(self, dt: float) -> None:
