@@ -42,10 +42,12 @@ Examples:
 
 
 def register(registry: CommandRegistry) -> None:
-    """Add `bench render` to the shared `bench` group, and `data stats`."""
+    """Add `bench render` to the shared `bench` group, `data stats` and `train sft`."""
     from planner.data.cli import register as register_data
+    from planner.train_cli import register as register_train
 
     register_data(registry)
+    register_train(registry)
     bench = registry.group("bench")
 
     @bench.command("render", help=RENDER_HELP)
