@@ -269,6 +269,8 @@ def write_report(
                 f"<small>cameras: {html.escape(item['camera_strip_source'])}</small></div>"
             )
         reasoning = item.get("reasoning_text")
+        if reasoning:  # an untrained model can emit control characters HTML cannot hold
+            reasoning = "".join(c if c.isprintable() else "\ufffd" for c in reasoning)
         reason_html = (
             f"<p><b>reasoning</b>: {html.escape(reasoning)}</p>"
             + (
