@@ -206,6 +206,8 @@ class _LaneChange:
     cause_object: str | None
     t_start: float
     passing: bool = False  # overtaking a slower vehicle
+    # longest manoeuvre that ends before the origin lane does (fixed at the start)
+    max_length_m: float | None = None
 
 
 @dataclass
@@ -302,6 +304,7 @@ class ExpertPlanner(PrivilegedPlanner):
         self._front, self._rear = front, rear
         self._ahead = ahead
         plan = _Plan()
+        self._lc_room: float | None = None  # metres left before a lane-change origin ends
 
         cur_lane = self._localise(index, scene)
         if cur_lane is None:
@@ -751,7 +754,10 @@ class ExpertPlanner(PrivilegedPlanner):
             else:
                 lc.target_lane, lc.origin_lane = target_lane, origin_lane or lc.origin_lane
                 target = self._lane_path(index, target_lane, ego, ahead)
-                if abs(target.lateral_ego) < cfg.lane_change_complete_offset_m:
+                lat, head = abs(target.lateral_ego), abs(target.heading_error_ego)
+                if lat < cfg.lane_change_complete_offset_m and (
+                    head < cfg.lane_change_complete_heading_rad or lat < 0.15
+                ):
                     self._lc = None
                     self._last_lc_end_t = t
                     self._lane = target_lane
@@ -1043,6 +1049,8 @@ class ExpertPlanner(PrivilegedPlanner):
                 origin = self._lane_path(self._index, lc.origin_lane, self._scene.ego, self._ahead)
             problem = self._route_problem(origin)
             s_at = problem[0] if problem is not None else None
+            if s_at is not None and lc.reason == "lane_end":
+                self._lc_room = s_at - (origin.s_ego + self._front)
             f = self._rule_factor(origin, lc.reason, s_at, v)
             if lc.lateral == LateralDecision.MERGE_SPLIT:
                 return (
@@ -1295,8 +1303,15 @@ class ExpertPlanner(PrivilegedPlanner):
         length = max(cfg.heading_correction_min_m, v * cfg.heading_correction_time_s)
         if self._lc is not None:
             # a lane change keeps its lateral speed: the remaining length scales with the
-            # remaining offset, so replanning does not stretch the manoeuvre
+            # remaining offset, so replanning does not stretch the manoeuvre; its full length
+            # is fixed when it starts (shorter when the origin lane ends sooner)
+            lc = self._lc
+            if lc.max_length_m is None:
+                lc.max_length_m = math.inf
+                if self._lc_room is not None:
+                    lc.max_length_m = max(cfg.lane_change_shortest_m, self._lc_room - 5.0)
             full = max(cfg.lane_change_min_length_m, v * cfg.lane_change_duration_s)
+            full = min(full, lc.max_length_m)
             width = path.half_width_left_m[k0] + path.half_width_right_m[k0]
             length = max(length, full * min(1.0, abs(e0) / max(width, 1.0)))
         x = (s - path.s_ego) / length
@@ -1304,7 +1319,14 @@ class ExpertPlanner(PrivilegedPlanner):
         t3 = tau**3
         g = 1.0 - t3 * (10.0 - 15.0 * tau + 6.0 * tau * tau)
         f = tau - t3 * (6.0 - 8.0 * tau + 3.0 * tau * tau)
-        h = e0 * g + slope * length * f
+        # start with the ego's own curvature (relative to the path's), so the executed first
+        # step keeps turning where needed: with a straight start every replan would drift
+        bend = float(ego.curvature) - float(path.curvature[k0]) - (
+            prof[min(k0 + 1, len(s) - 1)] - 2.0 * prof[k0] + prof[max(k0 - 1, 0)]
+        ) / path.ds**2
+        bend = max(-cfg.max_curvature_per_m, min(cfg.max_curvature_per_m, bend))
+        q = tau * tau * (1.0 - tau) ** 3  # = tau^2 - 3 tau^3 + 3 tau^4 - tau^5
+        h = e0 * g + slope * length * f + 0.5 * bend * length * length * q
         h[x < 0] = e0 + slope * (s[x < 0] - path.s_ego)
         return prof + h
 
@@ -1796,8 +1818,8 @@ class ExpertPlanner(PrivilegedPlanner):
         cfg = self.cfg
         n = len(path.s)
         kappa = np.abs(path.curvature)
-        if cfg.curvature_smoothing_m > path.ds:
-            w = int(round(cfg.curvature_smoothing_m / path.ds))
+        if cfg.curve_speed_smoothing_m > path.ds:
+            w = int(round(cfg.curve_speed_smoothing_m / path.ds))
             kappa = np.convolve(kappa, np.ones(w) / w, mode="same")
         v_curve = np.sqrt(cfg.max_lateral_accel_mps2 / np.maximum(kappa, 1e-4))
         v_lim = np.minimum(path.speed_limit_mps * cfg.speed_limit_fraction, v_curve)

@@ -42,9 +42,12 @@ class ExpertConfig:
     lane_match_max_distance_m: float = 4.0
     lane_match_max_heading_rad: float = 1.0
     route_lane_preference_m: float = 1.0  # a route lane wins when at most this much farther
-    heading_correction_time_s: float = 2.0  # converge onto the reference over speed x this
+    heading_correction_time_s: float = 1.2  # converge onto the reference over speed x this
     heading_correction_min_m: float = 8.0
-    curvature_smoothing_m: float = 5.0  # box filter on path heading before differentiating
+    # box filter on the planned path's heading before differentiating (0: none; a filter
+    # flattens the first step's curvature, and replanning then drifts)
+    curvature_smoothing_m: float = 0.0
+    curve_speed_smoothing_m: float = 5.0  # box filter on |curvature| for curve speeds
     max_curvature_per_m: float = MAX_ABS_CURVATURE_PER_M
     # ---- in-path objects ---------------------------------------------------------------------
     corridor_margin_m: float = 0.3  # added to the ego half width when testing overlap
@@ -62,8 +65,10 @@ class ExpertConfig:
     mobil_period_s: float = 0.5  # discretionary changes are weighed this often
     lane_change_duration_s: float = 4.0
     lane_change_min_length_m: float = 15.0
+    lane_change_shortest_m: float = 8.0  # when the origin lane ends sooner
     lane_change_cooldown_s: float = 3.0
     lane_change_complete_offset_m: float = 0.4
+    lane_change_complete_heading_rad: float = 0.03  # and this aligned (or within 0.15 m)
     lane_change_min_front_gap_m: float = 2.0  # physical gaps in the target lane (bumper)
     lane_change_min_rear_gap_m: float = 3.0
     lane_change_abort_max_progress_m: float = 1.5  # abort only while this close to the origin
