@@ -57,8 +57,14 @@ Tiny example::
 
 Randomised parameters: draw them from `world.rng` inside documented ranges (a `defaults`
 value may be a `[low, high]` list that the family samples from, or a fixed number that a
-suite can override through `params`), and put what was drawn in `FamilySetup.metadata` so
-it is recorded in every Scene (`scene.metadata["scenario"]`).
+suite can override through `params`; `world.uniform(name)` / `world.integer(name)` do
+both), and put what was drawn in `FamilySetup.metadata` so it is recorded in every Scene
+(`scene.metadata["params"]`). Suites may override defaults per family in
+configs/scenarios/families.yaml; a spec's params must be keys of the family's `defaults`.
+
+Performance: the simulator's road (`FastRoad`) caches object projections during each
+`road.act()` pass, so vehicles must not be added or removed from inside a vehicle's
+`act()`; do it in a step hook.
 """
 
 from __future__ import annotations
