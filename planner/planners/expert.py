@@ -1204,9 +1204,11 @@ class ExpertPlanner(PrivilegedPlanner):
         )
         if len(idx) == 0:
             return True
-        v_e = max(v, 1.0)
+        # a slow or standing ego speeds up to pass: judge the window at a passing speed
+        v_e = max(v, cfg.nudge_pass_speed_mps)
         t1 = max(0.0, (s_from - path.s_ego - self._front) / v_e)
         t2 = max(t1, (s_to - path.s_ego + self._rear) / v_e)
+        t2 = min(t2, PLAN_STEPS * PLAN_DT_S)
         ts = np.linspace(0.0, t2 + cfg.adjacent_lane_time_gap_s, 10)
         s_e = path.s_ego + v_e * ts
         for i in idx:

@@ -95,6 +95,7 @@ class ExpertConfig:
     nudge_lookahead_min_m: float = 40.0
     static_stop_gap_m: float = 6.0  # wait this far behind an obstacle it cannot pass yet
     queue_gap_m: float = 12.0  # a stopped car this close behind a stop reason is queued
+    nudge_pass_speed_mps: float = 5.0  # speed assumed for a slow ego passing an obstacle
     adjacent_lane_time_gap_s: float = 1.5  # required gap to traffic for an out-of-lane nudge
     # ---- traffic lights and stop signs -------------------------------------------------------
     stop_line_margin_m: float = 1.0  # front bumper stops this far before the line
