@@ -275,6 +275,10 @@ class _Episode:
     a_wid: np.ndarray  # (N,)
     a_polys: np.ndarray  # (N,) shapely polygons
     a_gap: np.ndarray  # (N,) m, ego footprint to agent box distance (0 when they overlap)
+    # (N,) the source itself reported the ego in contact with this agent at this frame
+    # (Scene.metadata["collided_with"]): a simulator's collision response can push the boxes
+    # further apart than any geometric tolerance before the frame is recorded.
+    a_reported: np.ndarray
     agent_ids: list[str]
     agent_classes: list[AgentClass]
 
@@ -316,6 +320,12 @@ def _extract(record: EpisodeRecord) -> _Episode:
     a_polys = _polygons(_box_corners(arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 7], arr[:, 8]))
     frame_idx = arr[:, 0].astype(np.int64)
     a_gap = shapely.distance(ego_polys[frame_idx], a_polys) if len(arr) else np.zeros(0)
+    a_idx = arr[:, 1].astype(np.int64)
+    a_reported = np.zeros(len(arr), dtype=bool)
+    for k, frame in enumerate(frames):
+        hit = frame.metadata.get("collided_with")
+        if hit is not None and hit in ids:
+            a_reported |= (frame_idx == k) & (a_idx == ids[hit])
     return _Episode(
         t=t,
         ego_xy=np.stack([x, y], axis=1),
@@ -328,7 +338,7 @@ def _extract(record: EpisodeRecord) -> _Episode:
         ego_rear_to_center=r2c,
         ego_polys=ego_polys,
         a_frame=frame_idx,
-        a_idx=arr[:, 1].astype(np.int64),
+        a_idx=a_idx,
         a_xy=arr[:, 2:4],
         a_yaw=arr[:, 4],
         a_vel=arr[:, 5:7],
@@ -336,6 +346,7 @@ def _extract(record: EpisodeRecord) -> _Episode:
         a_wid=arr[:, 8],
         a_polys=a_polys,
         a_gap=a_gap,
+        a_reported=a_reported,
         agent_ids=list(ids),
         agent_classes=classes,
     )
@@ -388,8 +399,9 @@ class CollisionEvent:
 
 
 def _in_contact(ep: _Episode, cfg: CollisionConfig) -> np.ndarray:
-    """(N,) the agent box overlaps or touches the ego footprint (within the tolerance)."""
-    return ep.a_gap <= cfg.contact_tolerance_m
+    """(N,) the agent box overlaps or touches the ego footprint (within the tolerance), or the
+    source reported the contact."""
+    return (ep.a_gap <= cfg.contact_tolerance_m) | ep.a_reported
 
 
 def _ego_velocity(ep: _Episode, k: np.ndarray | int) -> np.ndarray:

@@ -297,6 +297,21 @@ def test_boxes_left_touching_by_the_simulator_are_a_collision():
     assert out["close_encounter"] is True  # 0.5 m gap at 10 m/s closing before the contact
 
 
+def test_collision_reported_by_the_simulator_counts_even_when_boxes_were_pushed_apart():
+    # highway-env's collision response can leave the boxes further apart than the contact
+    # tolerance by the time the frame is recorded; the simulator's own report still counts.
+    ego = constant_speed(0.0, 10.0, 6)
+    lead_x0 = FRONT_M + 4.5 + 2.25
+    agents = [[vehicle("lead", lead_x0, 0.0)] for _ in range(5)]
+    agents.append([vehicle("lead", ego[5][0] + FRONT_M + 2.25 + 0.3, 0.0)])  # 0.3 m apart
+    record = make_record(ego, agents, termination="collision")
+    assert evaluate_episode(record)["collision"] is False  # geometry alone misses it
+    record.frames[5].metadata["collided_with"] = "lead"
+    out = evaluate_episode(record)
+    assert out["collision"] and out["collision_at_fault"]
+    assert out["collision_type"] == "front"
+
+
 def test_collision_with_pedestrian_penalty_and_stopped_ego_not_at_fault():
     ped = AgentClass.PEDESTRIAN
     ego = constant_speed(0.0, 10.0, 12)
