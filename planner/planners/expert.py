@@ -268,6 +268,8 @@ class ExpertPlanner(PrivilegedPlanner):
         self._last_lc_end_t = -math.inf
         self._last_mobil_t = -math.inf
         self._last_t = -math.inf
+        self._matches: dict = {}  # lane id -> LaneMatch of the ego, this call
+        self._stop_cache: tuple | None = None  # (path, stop-line arc lengths), this call
         self._stop_signs_done: set[str] = set()
 
     def _map_index(self, scene: Scene) -> MapIndex:
@@ -357,6 +359,7 @@ class ExpertPlanner(PrivilegedPlanner):
         )
         if not matches:
             self._lane = None
+            self._matches = {}
             return None
         related: set[str] = set()
         if self._lane is not None and self._lane in index.lanes:
@@ -981,7 +984,7 @@ class ExpertPlanner(PrivilegedPlanner):
     def _follow_lane(self, index: MapIndex, lane_id: str) -> str | None:
         """The lane the ego is on that continues `lane_id` (itself or a successor), by the
         current lane matches."""
-        matches = getattr(self, "_matches", {})
+        matches = self._matches
         if lane_id in matches:
             return lane_id
         if lane_id not in index.lanes:
@@ -1323,9 +1326,11 @@ class ExpertPlanner(PrivilegedPlanner):
         f = tau - t3 * (6.0 - 8.0 * tau + 3.0 * tau * tau)
         # start with the ego's own curvature (relative to the path's), so the executed first
         # step keeps turning where needed: with a straight start every replan would drift
-        bend = float(ego.curvature) - float(path.curvature[k0]) - (
-            prof[min(k0 + 1, len(s) - 1)] - 2.0 * prof[k0] + prof[max(k0 - 1, 0)]
-        ) / path.ds**2
+        bend = (
+            float(ego.curvature)
+            - float(path.curvature[k0])
+            - (prof[min(k0 + 1, len(s) - 1)] - 2.0 * prof[k0] + prof[max(k0 - 1, 0)]) / path.ds**2
+        )
         bend = max(-cfg.max_curvature_per_m, min(cfg.max_curvature_per_m, bend))
         q = tau * tau * (1.0 - tau) ** 3  # = tau^2 - 3 tau^3 + 3 tau^4 - tau^5
         h = e0 * g + slope * length * f + 0.5 * bend * length * length * q
@@ -1335,7 +1340,7 @@ class ExpertPlanner(PrivilegedPlanner):
     # ---- longitudinal ---------------------------------------------------------------------------
     def _stop_positions(self, path: ReferencePath, scene: Scene) -> list[float]:
         """Path arc lengths of stop lines that currently demand a stop (cached per call)."""
-        cache = getattr(self, "_stop_cache", None)
+        cache = self._stop_cache
         if cache is not None and cache[0] is path:
             return cache[1]
         out = [s for s, *_ in self._stop_lines(path, scene)]
