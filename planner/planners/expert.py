@@ -1593,7 +1593,12 @@ class ExpertPlanner(PrivilegedPlanner):
             s_meet_max = float(objs.s_max[i] + objs.v_along[i] * t_in)
             if s_meet_max < s_front or t_in > PLAN_STEPS * PLAN_DT_S:
                 continue
-            if not is_vru and self._has_ring_priority(path, s_meet_min, a):
+            stop_decel = math.hypot(a.vx, a.vy) / (2.0 * max(t_in, 0.05))
+            if (
+                not is_vru
+                and stop_decel <= cfg.priority_trust_decel_mps2
+                and self._has_ring_priority(path, s_meet_min, a)
+            ):
                 continue  # circulating: a vehicle entering the ring yields to the ego
             gap = cfg.vru_time_gap_s if is_vru else cfg.crossing_time_gap_s
             t_arrive = _time_to_cover(s_meet_min - s_front, v, cfg.idm_max_accel_mps2, v_max)
@@ -1757,13 +1762,13 @@ class ExpertPlanner(PrivilegedPlanner):
                             continue  # already through
                         t_a = max(0.0, d_agent) / speed
                         if best is None or t_a < best[0]:
-                            best = (t_a, s_cp, c.kind, d_agent, lid, c.clear_back_b)
+                            best = (t_a, s_cp, c.kind, d_agent, lid, c.clear_back_b, c.clear_back_a)
                 g = index.lanes[lid]
                 for succ in g.lane.successors:
                     frontier.append((succ, off + g.length))
             if best is None:
                 continue
-            t_a, s_cp, kind, d_agent, lane_b, clear_back = best
+            t_a, s_cp, kind, d_agent, lane_b, clear_back, agent_back = best
             gap = cfg.merge_time_gap_s if kind == "merge" else cfg.crossing_time_gap_s
             d_ego = s_cp - s_front
             t_e = _time_to_cover(d_ego, v, cfg.idm_max_accel_mps2, v_max)
@@ -1779,7 +1784,9 @@ class ExpertPlanner(PrivilegedPlanner):
             else:
                 conflict = t_a - gap < t_e_clear and t_a_clear + gap > t_e
             ego_lane = path.lane_at(max(s_cp - 0.5, 0.0))
-            if ego_lane in index.ring_lanes and lane_b not in index.ring_lanes:
+            agent_room = max(d_agent - agent_back, 0.1)
+            trusts = speed * speed / (2.0 * agent_room) <= cfg.priority_trust_decel_mps2
+            if ego_lane in index.ring_lanes and lane_b not in index.ring_lanes and trusts:
                 conflict = False  # circulating: entering traffic yields to the ego
             if not conflict:
                 continue
@@ -1788,7 +1795,9 @@ class ExpertPlanner(PrivilegedPlanner):
             d_stop = s_wait - s_front
             if d_stop < 0.5 and v * v / (2 * max(d_ego, 0.1)) > cfg.conflict_commit_decel_mps2:
                 continue  # committed: cannot stop before the conflict any more
-            if d_stop < -0.5 and v < 1.0 and kind == "merge":
+            if d_stop < -cfg.conflict_commit_past_m:
+                # the nose is past the waiting point: stopping now would stand in the other
+                # lane, so go on (a vehicle that does enter the ego's path is still a leader)
                 continue
             where = (
                 "merging into the ego's lane"

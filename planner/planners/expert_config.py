@@ -113,6 +113,9 @@ class ExpertConfig:
     conflict_lookahead_m: float = 80.0
     conflict_agent_max_distance_m: float = 100.0
     conflict_commit_decel_mps2: float = 6.0  # past the point where this is needed: go
+    conflict_commit_past_m: float = 0.5  # front this far past the waiting point: go
+    # priority is trusted only while the other can still stop at this decel before the conflict
+    priority_trust_decel_mps2: float = 2.5
     # ---- decision labels ---------------------------------------------------------------------
     binding_accel_threshold_mps2: float = 0.25  # a constraint that lowers a by this is a cause
     speed_adaptation_label_mps: float = 0.5  # desired speed this far under the limit

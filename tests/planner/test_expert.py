@@ -444,6 +444,19 @@ def test_entering_a_ring_yields_to_circulating_traffic_but_circulating_does_not_
     )
     out = _plan(scene)
     assert out.decision.longitudinal != LongitudinalDecision.YIELD
+    # ...unless the entering car is too close and fast to stop for the ego any more
+    late_xy = np.array([20.0, -20.0]) + 7.0 * np.array([0.6, -0.8])
+    late = make_agent("late", *late_xy, yaw=ego_yaw, speed_mps=11.0)
+    scene = make_scene(
+        m,
+        ego_xy=(2.0, -20.0),
+        ego_speed_mps=8.0,
+        agents=[late],
+        route_lane_ids=("ring_s", "ring_e", "ring_n"),
+    )
+    out = _plan(scene)
+    assert out.decision.longitudinal == LongitudinalDecision.YIELD
+    assert not _overlaps(scene, out)
 
 
 def test_cross_traffic_facing_a_red_light_is_not_yielded_to():
