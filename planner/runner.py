@@ -87,6 +87,10 @@ class Backend(abc.ABC):
     ) -> np.ndarray:
         """Flow velocity (B, A, 2 * steps_per_token)."""
 
+    def cache_geometry(self, cfg: ModelConfig) -> tuple[int, int]:
+        """(prompt tokens P, cache slots S); a model may size its own prompt (hf backbone)."""
+        return cfg.prompt_tokens, cfg.lm.max_seq_len
+
 
 class TorchBackend(Backend):
     """Eager PyTorch on CPU (or the module's device); zero-copy numpy <-> torch on CPU."""
@@ -102,6 +106,10 @@ class TorchBackend(Backend):
             torch.set_num_threads(num_threads)
         self.device = next(model.parameters()).device
 
+    def cache_geometry(self, cfg: ModelConfig) -> tuple[int, int]:
+        own = getattr(self.model, "cache_geometry", None)  # HFVLAModel: its prompt length
+        return own() if own is not None else super().cache_geometry(cfg)
+
     def _t(self, a: np.ndarray):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
@@ -113,7 +121,8 @@ class TorchBackend(Backend):
             return self._n(self.model.encode_vision(self._t(cameras)))
 
     def empty_cache(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        k, v = self.model.lm.empty_cache(batch)
+        own = getattr(self.model, "empty_cache", None)  # HFVLAModel sizes its own cache
+        k, v = own(batch) if own is not None else self.model.lm.empty_cache(batch)
         return k.numpy(), v.numpy()
 
     def prefill(self, vision, prompt, k_cache, v_cache, attn_mask, positions):
@@ -270,7 +279,7 @@ class Runner:
         options.check(self.cfg)
         cfg, tok, be = self.cfg, self.tokenizer, self.backend
         k = options.samples
-        p_len, s_len = cfg.prompt_tokens, cfg.lm.max_seq_len
+        p_len, s_len = be.cache_geometry(cfg)
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()

@@ -103,10 +103,13 @@ def save_checkpoint(
             f"{model.vocab_size}: save the tokenizer the model was built with"
         )
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = _unshare(state)
     weights = st.save(state, metadata={"format": "pt", "cocdrive_format": str(FORMAT_VERSION)})
     atomic_write_bytes(out / WEIGHTS_FILE, weights)
     atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     tokenizer.save(out / TOKENIZER_FILE)
+    if hasattr(model, "save_backbone_config"):  # backbone.kind=hf: the HF config.json too
+        model.save_backbone_config(out)
     meta = {
         "format_version": FORMAT_VERSION,
         "git_revision": git_revision(),
@@ -119,6 +122,18 @@ def save_checkpoint(
     }
     atomic_write_json(out / META_FILE, meta)
     log.info("saved checkpoint %s (%d parameters)", out, meta["parameters"])
+    return out
+
+
+def _unshare(state: dict[str, Any]) -> dict[str, Any]:
+    """safetensors refuses tensors that share memory (tied embedding / LM head of HF
+    backbones): later aliases become copies (loading assigns both names again)."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        ptr = value.untyped_storage().data_ptr()
+        out[key] = value.clone() if ptr in seen and value.numel() else value
+        seen.add(ptr)
     return out
 
 
@@ -234,7 +249,12 @@ def load_checkpoint(
     except UserError as exc:
         raise CheckpointError(str(exc)) from None
     state = _read_weights(root, meta)
-    model = VLAModel(cfg, tokenizer.vocab_size)
+    if cfg.backbone.kind == "hf":  # rebuilt from the checkpoint's own backbone config
+        from planner.model.hf_vla import build_from_checkpoint
+
+        model = build_from_checkpoint(cfg, tokenizer.vocab_size, root)
+    else:
+        model = VLAModel(cfg, tokenizer.vocab_size)
     check_state_dict(model, state)
     model.load_state_dict(state)
     model.to(device).eval()

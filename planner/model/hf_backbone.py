@@ -70,10 +70,15 @@ class HFBackbone:
     def __init__(self, model: Any):
         self.model = model.eval()
         self.config = model.config
-        text = self.config.text_config
+        self.geometry = self.geometry_of(self.config)
+
+    @staticmethod
+    def geometry_of(config: Any) -> BackboneGeometry:
+        """The text model's geometry from a Qwen-VL config object."""
+        text = config.text_config
         heads = text.num_attention_heads
         rope = getattr(text, "rope_parameters", None) or {}
-        self.geometry = BackboneGeometry(
+        return BackboneGeometry(
             layers=text.num_hidden_layers,
             heads=heads,
             kv_heads=text.num_key_value_heads or heads,
@@ -84,10 +89,23 @@ class HFBackbone:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> HFBackbone:
-        """Load from a local directory written by `save_pretrained` (no network access)."""
+    def read_config(cls, path: str | Path) -> Any:
+        """The config of a local backbone directory (no weights read)."""
         transformers = require_transformers()
-        root = Path(path)
+        model_type = cls._model_type(Path(path))
+        model_cls = getattr(transformers, SUPPORTED_MODEL_TYPES[model_type])
+        return model_cls.config_class.from_pretrained(str(path), local_files_only=True)
+
+    @classmethod
+    def read_geometry(cls, path: str | Path) -> BackboneGeometry:
+        return cls.geometry_of(cls.read_config(path))
+
+    @classmethod
+    def read_vocab_size(cls, path: str | Path) -> int:
+        return int(cls.read_config(path).text_config.vocab_size)
+
+    @staticmethod
+    def _model_type(root: Path) -> str:
         config_file = root / "config.json"
         if not config_file.is_file():
             raise UserError(
@@ -100,6 +118,14 @@ class HFBackbone:
                 f"backbone {str(root)!r} is a {model_type!r} model; supported: "
                 f"{', '.join(SUPPORTED_MODEL_TYPES)}"
             )
+        return model_type
+
+    @classmethod
+    def load(cls, path: str | Path) -> HFBackbone:
+        """Load from a local directory written by `save_pretrained` (no network access)."""
+        transformers = require_transformers()
+        root = Path(path)
+        model_type = cls._model_type(root)
         model_cls = getattr(transformers, SUPPORTED_MODEL_TYPES[model_type])
         model = model_cls.from_pretrained(str(root), local_files_only=True)
         log.info("loaded %s backbone from %s", model_type, root)

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from planner.config import ConfigError
 from planner.model import batch as B
 from planner.model import flow
 from planner.model.action_expert import ActionExpert
@@ -30,15 +29,19 @@ from planner.model.vision import VisionEncoder
 
 
 class VLAModel(nn.Module):
+    def __new__(cls, cfg: ModelConfig | None = None, vocab_size: int = 0, *args, **kwargs):
+        # backbone.kind=hf: the same interface, built around a local Hugging Face Qwen-VL
+        # model (planner/model/hf_vla.py); returned in place of a VLAModel. (Defaults: copy
+        # and pickle call __new__ without arguments.)
+        if cfg is not None and cfg.backbone.kind == "hf":
+            from planner.model.hf_vla import HFVLAModel
+
+            return HFVLAModel(cfg, vocab_size)
+        return super().__new__(cls)
+
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
         cfg.validate()
-        if cfg.backbone.kind != "tiny":
-            raise ConfigError(
-                f"VLAModel builds the tiny backbone only (backbone.kind={cfg.backbone.kind!r}): a "
-                "Hugging Face backbone is loaded with planner.model.hf_backbone.HFBackbone and "
-                "paired with make_expert(); set backbone.kind=tiny here"
-            )
         self.cfg, self.vocab_size = cfg, vocab_size
         width = cfg.lm.width
         self.vision = VisionEncoder(cfg.vision, cfg.lm)
