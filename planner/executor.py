@@ -11,10 +11,12 @@ import logging
 import multiprocessing as mp
 import os
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
+from planner.errors import UserError
 from planner.io import JsonlResults
 
 log = logging.getLogger(__name__)
@@ -71,36 +73,125 @@ class LocalExecutor(Executor):
                     yield item, result
 
 
-class RayExecutor(Executor):
-    """The same contract on a Ray cluster (`pip install cocdrive[ray]`)."""
+RAY_MISSING = (
+    "the Ray executor needs Ray, which is not installed: pip install 'cocdrive[ray]' "
+    "(or use the local executor)"
+)
 
-    def __init__(self, address: str | None = None, num_cpus_per_task: float = 1.0):
-        try:
-            import ray
-        except ImportError as exc:
-            raise RuntimeError("the Ray executor needs ray: pip install 'cocdrive[ray]'") from exc
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError(RAY_MISSING) from None
+    return ray
+
+
+class RayExecutor(Executor):
+    """The same contract on Ray (`pip install 'cocdrive[ray]'`).
+
+    Cluster: `address` (e.g. "ray://head:10001" or "head:6379"), else `RAY_ADDRESS`, else the
+    cluster `ray start --head` left on this machine; with none of these a local instance of
+    `num_cpus` CPUs is started (and shut down at exit). If Ray is already initialised in
+    this process (a notebook, a test fixture) that connection is used as it is.
+    Workers import the task function by module name, so every node needs the project
+    installed (same version; the editable install is enough on one machine). At most
+    `max_in_flight` items are submitted at once (default: the cluster's CPUs divided by
+    `num_cpus_per_task`), so an interrupt loses at most that many; still-pending tasks are
+    cancelled when the iteration stops. `max_retries`: reruns of an item whose worker died
+    (node lost or preempted, OOM kill); an exception raised by the task is never retried, it
+    becomes an error record as with the local executor."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        num_cpus_per_task: float = 1.0,
+        max_in_flight: int | None = None,
+        max_retries: int = 3,
+    ):
+        if num_cpus is not None and num_cpus < 1:
+            raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
+        if num_cpus_per_task <= 0:
+            raise ValueError(f"num_cpus_per_task must be > 0, got {num_cpus_per_task}")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        ray = _import_ray()
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        self._remote = ray.remote(num_cpus=num_cpus_per_task)(_guarded)
+            self._init(address, num_cpus)
+        self.num_cpus_per_task = num_cpus_per_task
+        if max_in_flight is None:
+            cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            max_in_flight = max(1, int(cluster_cpus // num_cpus_per_task))
+        self.max_in_flight = max_in_flight
+        self._remote = ray.remote(num_cpus=num_cpus_per_task, max_retries=max_retries)(_guarded)
+
+    def _init(self, address: str | None, num_cpus: int | None) -> None:
+        ray = self._ray
+        # The dashboard costs seconds of start-up and a port; worker output stays in Ray's
+        # session logs (a failed item carries its traceback in its record anyway).
+        common: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        try:
+            ray.init(address=address, num_cpus=num_cpus, **common)
+        except ValueError as exc:
+            # Ray refuses num_cpus when address/RAY_ADDRESS/`ray start` names an existing
+            # cluster (checked before connecting): the cluster's own CPUs count then.
+            if num_cpus is None or "existing cluster" not in str(exc):
+                raise
+            ray.init(address=address, **common)
+        except ConnectionError as exc:
+            raise UserError(
+                f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')!r}: "
+                f"{exc}; start one with `ray start --head`, or unset RAY_ADDRESS to run locally"
+            ) from None
+        log.info("Ray resources: %s", ray.cluster_resources())
 
     def imap_unordered(self, fn: Task, items: list[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
+        if not items:
+            return
         ray = self._ray
-        refs = {self._remote.remote(fn, item): item for item in items}
-        while refs:
-            done, _ = ray.wait(list(refs), num_returns=1)
-            for ref in done:
-                item = refs.pop(ref)
-                yield item, ray.get(ref)
+        fn_ref = ray.put(fn)  # serialised once, not once per item
+        queue = deque(items)
+        pending: dict[Any, Any] = {}  # ObjectRef -> item
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.max_in_flight:
+                    item = queue.popleft()
+                    pending[self._remote.remote(fn_ref, item)] = item
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    item = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # worker died, node lost, OOM kill
+                        lines = str(exc).strip().splitlines() or [""]
+                        result = {
+                            "status": "error",
+                            "error": f"worker failed: {type(exc).__name__}: {lines[0]}",
+                            "traceback": "\n".join(lines[-8:]),
+                        }
+                    yield item, result
+        finally:
+            for ref in pending:  # interrupted: do not leave work running on the cluster
+                try:
+                    # not force: a running item gets KeyboardInterrupt, its worker lives on
+                    ray.cancel(ref)
+                except Exception as exc:  # noqa: BLE001 - best effort while unwinding
+                    log.debug("could not cancel a Ray task: %s", exc)
 
 
 def make_executor(
     kind: str = "local", workers: int | None = None, address: str | None = None
 ) -> Executor:
+    """`workers`: pool size (local); for Ray, the number of items in flight and the CPUs of
+    a local instance when no cluster is found (None: all of the cluster's CPUs)."""
     if kind == "local":
         return LocalExecutor(workers)
     if kind == "ray":
-        return RayExecutor(address)
+        return RayExecutor(address, num_cpus=workers, max_in_flight=workers)
     raise ValueError(f"unknown executor {kind!r}; valid: local, ray")
 
 
