@@ -273,10 +273,21 @@ class Runner:
         prompt: dict[str, np.ndarray],
         options: RunOptions,
         rng: np.random.Generator,
+        forced_reasoning: str | None = None,
     ) -> RunResult:
         """One planning call. `prompt` holds one sample's arrays (planner.model.batch
-        .prompt_arrays, no batch dimension); k = options.samples share its prefill."""
+        .prompt_arrays, no batch dimension); k = options.samples share its prefill.
+
+        `forced_reasoning`: teacher-force this text as the reasoning (`<cot>` text `</cot>`
+        written into the cache in one decode step instead of decoding); the faithfulness
+        probe (planner/faithfulness.py) uses it. Text beyond max_reasoning_tokens is cut
+        (logged); the returned reasoning is the text actually forced."""
         options.check(self.cfg)
+        if forced_reasoning is not None and options.mode == "fast":
+            raise UserError(
+                "forced_reasoning needs mode 'full' or 'explain': mode 'fast' has no reasoning "
+                "for the trajectory to attend to"
+            )
         cfg, tok, be = self.cfg, self.tokenizer, self.backend
         k = options.samples
         p_len, s_len = be.cache_geometry(cfg)
@@ -320,7 +331,22 @@ class Runner:
 
         reasoning_ids: list[list[int]] = [[] for _ in range(k)]
         decode_ms = 0.0
-        if options.mode in ("full", "explain"):
+        if options.mode in ("full", "explain") and forced_reasoning is not None:
+            t0 = time.perf_counter()
+            forced_ids = tok.encode(forced_reasoning)
+            if len(forced_ids) > options.max_reasoning_tokens:
+                log.warning(
+                    "forced reasoning has %d tokens, cut to max_reasoning_tokens=%d",
+                    len(forced_ids),
+                    options.max_reasoning_tokens,
+                )
+                forced_ids = forced_ids[: options.max_reasoning_tokens]
+            reasoning_ids = [list(forced_ids) for _ in range(k)]
+            tail = [tok.end_cot_id, tok.traj_id] if options.mode == "full" else [tok.end_cot_id]
+            forced = np.array([[tok.cot_id, *forced_ids, *tail]] * k, dtype=np.int64)
+            feed(forced, np.ones(k, dtype=bool))
+            decode_ms = (time.perf_counter() - t0) * 1e3
+        elif options.mode in ("full", "explain"):
             t0 = time.perf_counter()
             active = np.ones(k, dtype=bool)
             logits = feed(np.full((k, 1), tok.cot_id, dtype=np.int64), active)[:, -1]

@@ -87,7 +87,7 @@ def open_loop_command(
 
 
 def register_eval(registry: CommandRegistry) -> None:
-    """Add `eval open-loop`."""
+    """Add `eval open-loop` and `eval ablate`."""
     group = registry.group("eval")
 
     @group.command(
@@ -129,3 +129,7 @@ def register_eval(registry: CommandRegistry) -> None:
         open_loop_command(
             data, planner, out, k, stride_s, workers, limit, config, list(overrides or [])
         )
+
+    from sim_eval.ablate import register_ablate  # `eval ablate` (sim_eval/ablate.py)
+
+    register_ablate(group)

@@ -46,6 +46,11 @@ from sim_eval.metrics import (
     failed_episode_record,
     load_metrics_config,
 )
+from sim_eval.reasoning_metrics import (
+    ReasoningMetricsConfig,
+    episode_reasoning_metrics,
+    load_reasoning_config,
+)
 from sim_eval.scenarios import ScenarioSpec
 from sim_eval.sim.base import Simulator
 from sim_eval.sim.config import SimConfig, load_sim_config
@@ -101,6 +106,8 @@ class RunConfig:
     sim: SimConfig = field(default_factory=load_sim_config)
     metrics: MetricsConfig = field(default_factory=load_metrics_config)
     report: ReportConfig = field(default_factory=ReportConfig)
+    # Closed-loop reasoning figures (sim_eval/reasoning_metrics.py; configs/eval/reasoning.yaml)
+    reasoning: ReasoningMetricsConfig = field(default_factory=load_reasoning_config)
 
 
 def load_run_config(
@@ -279,6 +286,7 @@ def run_episode_task(task: EpisodeTask) -> dict[str, Any]:
             simulator, planner, spec, meta={"planner": task.config.planner}, renderer=renderer
         )
         row = evaluate_episode(record, task.config.metrics)
+        row.update(episode_reasoning_metrics(record, task.config.reasoning, planner, renderer))
     except Exception as exc:  # noqa: BLE001 - recorded with its reason; the run goes on
         log.warning("episode %s errored: %s: %s", spec.key, type(exc).__name__, exc)
         return failed_episode_record(

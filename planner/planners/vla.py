@@ -8,6 +8,7 @@ timings (ms): vision, prefill, decode, denoise, total.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ import numpy as np
 from planner.base import Planner
 from planner.coc import parse_reasoning
 from planner.errors import UserError
+from planner.guard import GuardVerdict, as_guard_config, guard_plan
 from planner.model import batch as B
 from planner.model.config import ModelConfig
 from planner.model.tokenizer import CocTokenizer
@@ -43,6 +45,8 @@ class VLAPlanner(Planner):
         decoding: str | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        blind_cameras: bool = False,
+        guard: Any = None,
     ):
         self.config = config
         self.options = RunOptions.from_config(
@@ -60,6 +64,11 @@ class VLAPlanner(Planner):
                 "planner.runner.Runner directly for explanations, or mode 'full' / 'fast'"
             )
         self.runner = Runner(backend, config, tokenizer)
+        # Ablation "camera-blind": the same model sees black frames of the same shape.
+        self.blind_cameras = bool(blind_cameras)
+        # Runtime reasoning guard (planner/guard.py): a GuardConfig, a dict or None (defaults).
+        self.guard = as_guard_config(guard)
+        self.last_guard: GuardVerdict | None = None
         self.seed = config.inference.seed if seed is None else int(seed)
         self.last_result: RunResult | None = None
         # All k sampled trajectories of the last call (the plan is the first): minADE_k.
@@ -85,9 +94,30 @@ class VLAPlanner(Planner):
         """A new episode restarts the sampling stream (reproducible episodes)."""
         self.rng = np.random.default_rng(self.seed)
 
-    def plan(self, inp: PlannerInput) -> PlannerOutput:
+    def plan(self, inp: PlannerInput, forced_reasoning: str | None = None) -> PlannerOutput:
+        """Plan; `forced_reasoning` teacher-forces that text as the reasoning (faithfulness
+        probe, planner/faithfulness.py; mode 'full' only)."""
+        if self.blind_cameras and inp.cameras is not None:
+            inp = dataclasses.replace(inp, cameras=np.zeros_like(inp.cameras))
         prompt = B.prompt_arrays(inp, self.config)  # raises InvalidInputError on bad input
-        result = self.runner.run(prompt, self.options, self.rng)
+        out = self._plan_prompt(prompt, inp, forced_reasoning)
+        self.last_guard = None
+        if self.guard.enabled and forced_reasoning is None and self.options.mode == "full":
+            verdict = guard_plan(
+                out,
+                max(0.0, inp.ego_speed),
+                self.guard,
+                lambda: self._plan_prompt(prompt, inp, None),
+                text_varies=self.options.decoding != "greedy",
+            )
+            self.last_guard = verdict
+            out = verdict.output
+        return out
+
+    def _plan_prompt(
+        self, prompt: dict[str, np.ndarray], inp: PlannerInput, forced_reasoning: str | None
+    ) -> PlannerOutput:
+        result = self.runner.run(prompt, self.options, self.rng, forced_reasoning=forced_reasoning)
         self.last_result = result
         assert result.controls is not None  # explain mode is refused in __init__
         v0 = max(0.0, inp.ego_speed)
