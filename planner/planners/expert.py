@@ -328,7 +328,7 @@ class ExpertPlanner(PrivilegedPlanner):
 
         # -- longitudinal constraints and rollout ------------------------------------------------
         constraints = self._constraints(ref, objs, offset, blocked, scene, v0, plan)
-        env, env_cause = self._speed_envelope(ref, v0)
+        env, env_cause = self._speed_envelope(ref, v0, self._vru_caution(ref, objs, offset, v0))
         accel, v_prof, dist, binding = self._rollout(ref, constraints, env, v0, plan)
         t_long = time.perf_counter()
 
@@ -1607,13 +1607,14 @@ class ExpertPlanner(PrivilegedPlanner):
             )
             if t_out + gap < t_arrive or t_in - gap > t_clear:
                 continue
-            # committed: cannot stop before the crossing any more
-            d_stop = (
-                s_meet_min
-                - s_front
-                - (cfg.vru_stop_margin_m if is_vru else cfg.conflict_stop_margin_m)
-            )
-            if d_stop < 0 and v * v / (2 * max(d_stop + 3.0, 0.1)) > cfg.conflict_commit_decel_mps2:
+            # a vehicle too close to stop for is passed (committed); for a pedestrian or a
+            # cyclist the ego brakes in any case (every m/s less matters)
+            d_stop = s_meet_min - s_front - cfg.conflict_stop_margin_m
+            if (
+                not is_vru
+                and d_stop < 0
+                and v * v / (2 * max(d_stop + 3.0, 0.1)) > cfg.conflict_commit_decel_mps2
+            ):
                 continue
             desc = f"{_KIND_NAME[a.agent_class]} crossing the ego path"
             f = self._factor(path, objs, i, v, desc)
@@ -1828,9 +1829,36 @@ class ExpertPlanner(PrivilegedPlanner):
             )
         return out
 
-    def _speed_envelope(self, path: ReferencePath, v: float) -> tuple[np.ndarray, np.ndarray]:
+    def _vru_caution(
+        self, path: ReferencePath, objs: _Objects, offset: np.ndarray, v: float
+    ) -> list[tuple[float, float, CausalFactor]]:
+        """Stretches of the path to pass slowly: beside pedestrians and cyclists that stand
+        or move close to the ego's corridor (they may step or swerve into it)."""
+        cfg = self.cfg
+        s_front = path.s_ego + self._front
+        half = 0.5 * self._scene.ego.width
+        out = []
+        for i, a in enumerate(objs.agents):
+            if a.agent_class not in _VRU or not objs.near[i] or objs.s_max[i] < s_front:
+                continue
+            d = float(offset[int(path.index(float(objs.s_c[i])))])
+            gap = max(float(objs.l_min[i]) - d - half, d - half - float(objs.l_max[i]), 0.0)
+            if gap > cfg.vru_caution_lateral_m:
+                continue
+            desc = f"{_KIND_NAME[a.agent_class]} close to the ego path"
+            f = self._factor(path, objs, i, v, desc)
+            out.append((float(objs.s_min[i]) - cfg.vru_caution_before_m, float(objs.s_max[i]), f))
+        return out
+
+    def _speed_envelope(
+        self,
+        path: ReferencePath,
+        v: float,
+        caution: list[tuple[float, float, CausalFactor]] = (),
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(N,) highest speed at each path sample from which every lower speed ahead (limits,
-        curves) is reachable at the adaptation decel; and (N,) the index that binds it."""
+        curves, caution stretches) is reachable at the adaptation decel; and (N,) the index
+        that binds it."""
         cfg = self.cfg
         n = len(path.s)
         kappa = np.abs(path.curvature)
@@ -1839,6 +1867,14 @@ class ExpertPlanner(PrivilegedPlanner):
             kappa = np.convolve(kappa, np.ones(w) / w, mode="same")
         v_curve = np.sqrt(cfg.max_lateral_accel_mps2 / np.maximum(kappa, 1e-4))
         v_lim = np.minimum(path.speed_limit_mps * cfg.speed_limit_fraction, v_curve)
+        # which caution stretch (index into `caution`) caps each sample, -1: none
+        self._caution_of = np.full(n, -1)
+        self._caution = list(caution)
+        for c, (s_a, s_b, _) in enumerate(caution):
+            k0, k1 = int(path.index(max(s_a, 0.0))), int(path.index(s_b)) + 1
+            capped = v_lim[k0:k1] > cfg.vru_caution_speed_mps
+            v_lim[k0:k1][capped] = cfg.vru_caution_speed_mps
+            self._caution_of[k0:k1][capped] = c
         # env(s_q)^2 = min_{j>=q} v_j^2 + 2 b (s_j - s_q): a suffix minimum (O(N), no loop)
         b = cfg.speed_adaptation_decel_mps2
         key = v_lim**2 + 2.0 * b * path.s
@@ -1902,11 +1938,16 @@ class ExpertPlanner(PrivilegedPlanner):
         env_list = env.tolist()
         n_env = len(env_list) - 1
         max_decel = cfg.max_decel_mps2
+        preview = cfg.speed_preview_s
         gap_decel = cfg.gap_search_max_decel_mps2
         for k in range(PLAN_STEPS):
+            # desired speed: the lower of here and a preview ahead (IDM's free term lags a
+            # falling target; a rising one must wait until the ego is there)
             kk = int((s_front0 + x) / ds + 0.5)
             kk = n_env if kk > n_env else (0 if kk < 0 else kk)
-            vd = env_list[kk]
+            kp = int((s_front0 + x + v * preview) / ds + 0.5)
+            kp = n_env if kp > n_env else (0 if kp < 0 else kp)
+            vd = env_list[kk] if env_list[kk] < env_list[kp] else env_list[kp]
             if vd < 0.1:
                 vd = 0.1
             free = a_max * (1.0 - (v / vd) ** delta)
@@ -1989,9 +2030,12 @@ class ExpertPlanner(PrivilegedPlanner):
         s_front = path.s_ego + self._front
         k_front = int(path.index(s_front))
         limit_here = float(self._v_lim_raw[k_front])
+        # the desired speed the rollout started from (the lower of here and the preview)
+        k_prev = int(path.index(s_front + v0 * cfg.speed_preview_s))
+        k_env = k_prev if env[k_prev] < env[k_front] else k_front
         factors: list[CausalFactor] = []
         long_dec = LongitudinalDecision.SET_SPEED_TRACKING
-        target = float(env[k_front])
+        target = float(env[k_env])
         bound = None
         if (
             binding is not None
@@ -2045,13 +2089,13 @@ class ExpertPlanner(PrivilegedPlanner):
             long_dec = LongitudinalDecision.ACCELERATION_FOR_PASSING
             factors.extend(plan.lateral_factors[:1])
         else:
-            j = int(env_cause[k_front])
+            j = int(env_cause[k_env])
             # the desired speed is below the limit here because of something ahead (or the
             # ego is above a limit it just entered): that is what the free-road IDM tracks
             margin = cfg.speed_adaptation_label_mps
-            if env[k_front] < limit_here - margin or v0 > limit_here + margin:
+            if env[k_env] < limit_here - margin or v0 > limit_here + margin:
                 long_dec = LongitudinalDecision.SPEED_ADAPTATION
-                if v0 > limit_here + margin and env[k_front] >= limit_here - margin:
+                if v0 > limit_here + margin and env[k_env] >= limit_here - margin:
                     factors.append(
                         CausalFactor(
                             CausalFactorKind.SPEED_LIMIT,
@@ -2060,6 +2104,8 @@ class ExpertPlanner(PrivilegedPlanner):
                             distance_m=0.0,
                         )
                     )
+                elif self._caution_of[j] >= 0:
+                    factors.append(self._caution[int(self._caution_of[j])][2])
                 elif self._v_curve[j] < self._v_lim_raw[j] - 1e-6:
                     factors.append(
                         CausalFactor(
@@ -2086,7 +2132,7 @@ class ExpertPlanner(PrivilegedPlanner):
                         side=Side.NONE,
                     )
                 )
-                target = min(limit_here, float(env[k_front]))
+                target = min(limit_here, float(env[k_env]))
         lateral, side = plan.lateral, plan.lateral_side
         lat_factors = list(plan.lateral_factors)
         if lateral == LateralDecision.LANE_KEEPING:

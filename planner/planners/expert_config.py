@@ -34,6 +34,7 @@ class ExpertConfig:
     # ---- speed adaptation (curves, lower limits ahead) ------------------------------------
     max_lateral_accel_mps2: float = 3.0  # curve speed = sqrt(a_lat / |curvature|)
     speed_adaptation_decel_mps2: float = 1.5  # reach a lower speed ahead at this decel
+    speed_preview_s: float = 1.0  # the IDM desired speed is read this far ahead
     # ---- reference path and lateral control --------------------------------------------------
     path_step_m: float = 1.0
     path_back_m: float = 60.0
@@ -106,6 +107,9 @@ class ExpertConfig:
     vru_lateral_margin_m: float = 1.0  # widen the corridor for pedestrians and cyclists
     vru_time_gap_s: float = 2.0
     vru_stop_margin_m: float = 3.0
+    vru_caution_lateral_m: float = 2.0  # pass slowly beside VRUs this close to the corridor
+    vru_caution_speed_mps: float = 8.0
+    vru_caution_before_m: float = 5.0  # from this far before them
     crossing_time_gap_s: float = 1.5
     merge_time_gap_s: float = 1.2
     conflict_stop_margin_m: float = 1.0  # stop this far before the conflict's clear point

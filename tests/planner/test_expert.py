@@ -642,3 +642,18 @@ def test_all_lanes_ending_with_the_route_need_no_lane_change():
     out = _plan(scene)
     assert out.decision.lateral == LateralDecision.LANE_KEEPING
     assert out.decision.longitudinal == LongitudinalDecision.SET_SPEED_TRACKING
+
+
+def test_cyclist_waiting_at_the_kerb_is_passed_slowly():
+    # standing 0.8 m outside the lane edge, 40 m ahead: it may dart out
+    cyclist = make_agent(
+        "bike", 40.0, -1.85 - 0.8 - 0.3, math.pi / 2, 0.0, AgentClass.CYCLIST, 1.8, 0.6
+    )
+    scene = make_scene(_one_lane(), ego_speed_mps=13.0, agents=[cyclist])
+    out = _plan(scene)
+    assert out.decision.longitudinal == LongitudinalDecision.SPEED_ADAPTATION
+    f = _factor(out, CausalFactorKind.CRITICAL_OBJECT, "bike")
+    assert f.side == Side.RIGHT
+    front = out.trajectory.xy[:, 0] + EGO_FRONT_M
+    beside = np.flatnonzero(front > 40.0)  # (IDM tracks the lower speed with some lag)
+    assert len(beside) and out.trajectory.speed[beside[0]] < 9.0
