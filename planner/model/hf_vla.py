@@ -296,9 +296,10 @@ class HFVLAModel(nn.Module):
         x = self.text_model.embed_tokens(ids)
         mask = self.image_mask[None, :, None].expand_as(x)
         x = x.masked_scatter(mask, levels[0])
-        ego = self.ego_proj(ego_history) + self.ego_pos[None]
-        route_tok = self.route_proj(route) + self.route_pos[None]
-        cmd = self.command_embed(command) + self.speed_limit_proj(speed_limit[:, None])
+        pd = self.ego_proj.weight.dtype  # the projections may run in another dtype
+        ego = self.ego_proj(ego_history.to(pd)) + self.ego_pos[None]
+        route_tok = self.route_proj(route.to(pd)) + self.route_pos[None]
+        cmd = self.command_embed(command) + self.speed_limit_proj(speed_limit[:, None].to(pd))
         extra = torch.cat([ego, route_tok, cmd[:, None]], dim=1).to(dt)
         x = torch.cat([x[:, : -self.extra_tokens], extra], dim=1)
         return x, [level.reshape(-1, hidden) for level in levels[1:]]
@@ -387,16 +388,27 @@ class HFVLAModel(nn.Module):
     ) -> torch.Tensor:
         """Flow velocity (B, A, 2 * steps_per_token); position_offset (B,) is the first action
         token's cache slot (the rope delta is added here)."""
-        dt = self.expert.out_proj.weight.dtype
-        out = self.expert(
-            x_t.to(dt),
-            t,
-            k_cache.to(dt),
-            v_cache.to(dt),
-            context_mask,
-            position_offset + self.rope_delta,
+        return self._expert(
+            x_t, t, k_cache, v_cache, context_mask, position_offset + self.rope_delta
         )
-        return out.float()
+
+    def _expert(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        context_mask: torch.Tensor,
+        rope_offset: torch.Tensor,
+    ) -> torch.Tensor:
+        """The expert in its own dtype -> float32 velocity. A bf16 expert runs under autocast:
+        its float32 Fourier time features would otherwise meet bf16 weights."""
+        dt = self.expert.out_proj.weight.dtype
+        args = (x_t.to(dt), t, k.to(dt), v.to(dt), context_mask, rope_offset)
+        if dt == torch.float32:
+            return self.expert(*args).float()
+        with torch.autocast(x_t.device.type, dtype=dt):
+            return self.expert(*args).float()
 
     # ---- full sequence (training, reference) -----------------------------------------------------
     def full_sequence(
@@ -449,11 +461,9 @@ class HFVLAModel(nn.Module):
         if loss_cfg.expert_stop_gradient:
             k, v = k.detach(), v.detach()
         offset = p + context_len + self.rope_delta
-        dt = self.expert.out_proj.weight.dtype
-        k, v = k.to(dt), v.to(dt)
 
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.expert(x_t.to(dt), t, k, v, context_mask, offset).float()
+            return self._expert(x_t, t, k, v, context_mask, offset)
 
         controls = batch[B.CONTROLS]
         ex = self.cfg.expert

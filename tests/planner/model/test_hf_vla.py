@@ -205,6 +205,14 @@ def test_planner_returns_trajectory_reasoning_and_timings(backbones, tokenizer) 
     fast = VLAPlanner(TorchBackend(model), model.cfg, tokenizer, mode="fast", samples=2)
     out = fast.plan(planner_input(model.cfg))
     assert out.reasoning is None and len(fast.last_trajectories) == 2
+    # released checkpoints load in bf16: a bf16 backbone (and a bf16 everything) still plans
+    model.backbone.to(torch.bfloat16)
+    for _ in range(2):
+        out = VLAPlanner(TorchBackend(model), model.cfg, tokenizer, max_reasoning_tokens=3).plan(
+            planner_input(model.cfg)
+        )
+        assert np.isfinite(out.trajectory.xy).all() and out.reasoning is not None
+        model.to(torch.bfloat16)
 
 
 def test_training_step_reduces_loss(backbones, tokenizer) -> None:
