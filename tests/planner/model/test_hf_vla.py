@@ -173,6 +173,20 @@ def test_cached_runner_equals_full_recomputation(backbones, tokenizer, kind) -> 
     # greedy decoding picked the full pass's argmax after <cot> and each reasoning token
     greedy = logits[0, p : p + 6].argmax(-1).tolist()
     assert greedy == ids
+    # a cached decode step of the last two tokens gives the full pass's logits
+    last = torch.tensor([[tokenizer.end_cot_id, tokenizer.traj_id]])
+    slots = torch.tensor([[p + n - 2, p + n - 1]])
+    step_mask = torch.from_numpy(valid)[None, None].repeat(1, 2, 1)
+    step_mask[0, 0, p + n - 1] = False  # causal between the two
+    with torch.no_grad():
+        step_logits, _, _ = model.decode_step(
+            last,
+            torch.from_numpy(result.k_cache),
+            torch.from_numpy(result.v_cache),
+            step_mask,
+            slots,
+        )
+    assert (step_logits[0] - logits[0, p + n - 2 :]).abs().max() < 1e-5
 
     # expert layer i reads backbone layer i's K/V: one expert block per text layer, same
     # kv heads and head size, and the cache it sees is exactly the backbone's
