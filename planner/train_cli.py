@@ -56,11 +56,30 @@ def register(registry: CommandRegistry) -> None:
         resume_from: Path | None = typer.Option(
             None, "--resume-from", help="Resume from this training-state folder instead."
         ),
+        stop_after_steps: int | None = typer.Option(
+            None,
+            "--stop-after-steps",
+            min=1,
+            help="End this invocation after this global step (state saved; the schedule is "
+            "unchanged): train in chunks, resume later with the same command.",
+        ),
     ) -> None:
         from planner.train import load_train_config, train_sft
 
         cfg = load_train_config(config, override)
-        result = train_sft(cfg, resume=resume, resume_from=resume_from)
+        if stop_after_steps is not None and stop_after_steps % cfg.ckpt_every_steps:
+            from planner.errors import UserError
+
+            raise UserError(
+                f"--stop-after-steps {stop_after_steps} is not a multiple of ckpt_every_steps="
+                f"{cfg.ckpt_every_steps}: the state is saved only there, so a resume would "
+                "repeat steps"
+            )
+        result = train_sft(
+            cfg, resume=resume, resume_from=resume_from, stop_after_steps=stop_after_steps
+        )
+        if result.final_checkpoint is None:
+            typer.echo(f"stopped after step {result.steps}; state in {result.out_dir}/resume")
         if result.final_checkpoint is not None:
             typer.echo(
                 f"trained {result.steps} steps in {result.seconds / 60:.1f} min; "
