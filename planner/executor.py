@@ -10,6 +10,7 @@ import abc
 import logging
 import multiprocessing as mp
 import os
+import socket
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -87,6 +88,27 @@ def _import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Ray retries an unreachable GCS for minutes (measured: over 3 min with Ray 2.60), so a
+    wrong `host:port` is checked here with one TCP connection first. "auto", "local", an
+    empty address and other schemes are left to Ray."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    if "://" in hostport:
+        return
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"Ray address {address!r}: expected host:port, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(
+            f"no Ray cluster answers at {address} ({exc}): start one there with "
+            "`ray start --head`, or unset RAY_ADDRESS to run on a local instance"
+        ) from None
+
+
 class RayExecutor(Executor):
     """The same contract on Ray (`pip install 'cocdrive[ray]'`).
 
@@ -134,20 +156,25 @@ class RayExecutor(Executor):
         # The dashboard costs seconds of start-up and a port; worker output stays in Ray's
         # session logs (a failed item carries its traceback in its record anyway).
         common: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        _check_reachable(address or os.environ.get("RAY_ADDRESS"))
         try:
-            ray.init(address=address, num_cpus=num_cpus, **common)
-        except ValueError as exc:
-            # Ray refuses num_cpus when address/RAY_ADDRESS/`ray start` names an existing
-            # cluster (checked before connecting): the cluster's own CPUs count then.
-            if num_cpus is None or "existing cluster" not in str(exc):
-                raise
-            ray.init(address=address, **common)
+            try:
+                ray.init(address=address, num_cpus=num_cpus, **common)
+            except ValueError as exc:
+                # Ray refuses num_cpus when address/RAY_ADDRESS/`ray start` names an existing
+                # cluster (checked before connecting): the cluster's own CPUs count then.
+                if num_cpus is None or "existing cluster" not in str(exc):
+                    raise
+                ray.init(address=address, **common)
         except ConnectionError as exc:
+            where = address or os.environ.get("RAY_ADDRESS") or "the `ray start` cluster"
             raise UserError(
-                f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')!r}: "
-                f"{exc}; start one with `ray start --head`, or unset RAY_ADDRESS to run locally"
+                f"cannot reach the Ray cluster at {where} ({exc}): check `ray status` there; "
+                "a cluster with token authentication (Ray's default) also needs "
+                "RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) here; "
+                "unset RAY_ADDRESS to run on a local instance"
             ) from None
-        log.info("Ray resources: %s", ray.cluster_resources())
+        log.info("Ray cluster: %g CPUs", ray.cluster_resources().get("CPU", 0.0))
 
     def imap_unordered(self, fn: Task, items: list[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
         if not items:

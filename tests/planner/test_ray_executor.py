@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from planner.errors import UserError
-from planner.executor import RayExecutor, make_executor, run_resumable
+from planner.executor import RayExecutor, _check_reachable, make_executor, run_resumable
 from planner.io import JsonlResults
 
 
@@ -139,3 +140,15 @@ def test_without_ray_the_error_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(UserError, match=r"pip install 'cocdrive\[ray\]'"):
         make_executor("ray", workers=2)
+
+
+def test_an_unreachable_cluster_address_fails_fast_with_the_fix():
+    # Checked before ray.init, which would retry a dead address for minutes.
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match="no Ray cluster answers.*ray start --head"):
+        _check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(UserError, match="expected host:port"):
+        _check_reachable("headnode")
+    _check_reachable(None)  # no address: Ray finds a cluster or starts a local one
