@@ -345,13 +345,19 @@ def fmt(stat: dict[str, Any] | None) -> str:
         if lo is not None and hi is not None:
             text += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
         return text
-    text = f"{v:.3g}"
+    text = _num(v)
     if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
-        text += f" [{lo:.3g}, {hi:.3g}]"
+        text += f" [{_num(lo)}, {_num(hi)}]"
     return text
 
 
+def _num(x: float) -> str:
+    """3 significant digits; round-off below 1e-9 (a plan jump of 5e-15 m) prints as 0."""
+    return "0" if abs(x) < 1e-9 else f"{x:.3g}"
+
+
 _REASONING_COLUMNS = (
+    ("reasoning_parsed", "reasoning parsed"),
     ("consistency_joint", "consistency (joint)"),
     ("consistency_longitudinal", "consistency (lon)"),
     ("consistency_lateral", "consistency (lat)"),
@@ -375,7 +381,7 @@ def _paired_value(m: dict[str, Any], side: str) -> str:
         v = m.get(f"{side}_rate")
         return "-" if v is None else f"{100 * v:.1f}%"
     v = m.get(f"{side}_mean")
-    return "-" if v is None else f"{v:.3g}"
+    return "-" if v is None else _num(v)
 
 
 def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -595,7 +601,7 @@ def ablate_command(
     finally:
         for bar in bars:
             bar.stop()
-    console.print(results_markdown(results))
+    console.print(results_markdown(results), markup=False, highlight=False, soft_wrap=True)
     if update_results is not None:
         path = update_results_section(update_results, results_markdown(results))
         console.print(f"updated the ablate section of {path}")

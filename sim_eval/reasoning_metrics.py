@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from planner.coc import parse_reasoning
 from planner.config import load_config
 from planner.faithfulness import FaithfulnessConfig, probe_input, summarize_probes
 from planner.metrics import check_reasoning
@@ -218,8 +219,8 @@ def episode_faithfulness(
     chosen: list[int] = []
     next_t = -1.0
     for i, out in enumerate(outputs):
-        if out is None or out.reasoning is None or out.reasoning.decision is None:
-            continue
+        if out is None or out.reasoning is None or parse_reasoning(out.reasoning.text) is None:
+            continue  # nothing stated, nothing to contradict
         if frames[i].timestamp + 1e-9 >= next_t:
             chosen.append(i)
             next_t = frames[i].timestamp + cfg.faithfulness_every_s
@@ -259,18 +260,31 @@ def episode_reasoning_metrics(
         return {}
     frames, outputs = record.frames, record.outputs
     row: dict[str, Any] = {}
+    errors: list[str] = []
+
+    def add(name: str, fn: Any, *args: Any) -> None:
+        # A failing figure is recorded, not raised: the episode's driving metrics stand.
+        try:
+            row.update(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - named in the record and logged
+            log.warning(
+                "%s of episode %s failed: %s: %s", name, record.scenario, type(exc).__name__, exc
+            )
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
     if cfg.stability:
-        row.update(episode_plan_stability(frames, outputs, cfg))
-    if not any(o is not None and o.reasoning is not None for o in outputs):
-        return row
-    row.update(episode_consistency(frames, outputs, cfg))
-    if (
-        cfg.faithfulness_every_s > 0
-        and cfg.faithfulness_max_probes > 0
-        and planner is not None
-        and accepts_forced_reasoning(planner)
-    ):
-        row.update(episode_faithfulness(frames, outputs, planner, renderer, cfg))
+        add("plan stability", episode_plan_stability, frames, outputs, cfg)
+    if any(o is not None and o.reasoning is not None for o in outputs):
+        add("consistency", episode_consistency, frames, outputs, cfg)
+        if (
+            cfg.faithfulness_every_s > 0
+            and cfg.faithfulness_max_probes > 0
+            and planner is not None
+            and accepts_forced_reasoning(planner)
+        ):
+            add("faithfulness", episode_faithfulness, frames, outputs, planner, renderer, cfg)
+    if errors:
+        row["reasoning_metrics_errors"] = errors
     return row
 
 

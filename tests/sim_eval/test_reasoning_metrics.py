@@ -133,3 +133,17 @@ def test_runner_records_carry_the_reasoning_figures(tmp_path):
         assert r["consistency_joint_rate"] is not None
         assert r["faithfulness_probes"] == 4 and r["faithfulness_rate"] == 1.0
         assert r["plan_stability_pairs"] > 0
+
+
+def test_a_failing_probe_is_recorded_not_raised():
+    class Broken(_Stating):
+        def plan(self, inp, forced_reasoning=None):
+            if forced_reasoning is not None:
+                raise RuntimeError("probe exploded")
+            return super().plan(inp)
+
+    planner = Broken()
+    row = episode_reasoning_metrics(_episode(planner), ReasoningMetricsConfig(), planner=planner)
+    assert row["consistency_joint_rate"] == 1.0  # the other figures stand
+    assert "faithfulness_rate" not in row
+    assert "probe exploded" in row["reasoning_metrics_errors"][0]
