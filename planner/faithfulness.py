@@ -172,6 +172,18 @@ class FaithfulnessConfig:
     lane_change_side: str = "alternate"  # left | right | alternate (per probe index)
     meta: MetaActionConfig = field(default_factory=MetaActionConfig)
 
+    def __post_init__(self) -> None:
+        from planner.config import ConfigError
+
+        bad = [a for a in self.axes if a not in AXES]
+        if bad or not self.axes:
+            raise ConfigError(f"faithfulness.axes {list(self.axes)}: use some of {list(AXES)}")
+        if self.lane_change_side not in ("left", "right", "alternate"):
+            raise ConfigError(
+                f"faithfulness.lane_change_side={self.lane_change_side!r}: use left, right or "
+                "alternate"
+            )
+
 
 @dataclass
 class Probe:

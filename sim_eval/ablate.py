@@ -562,12 +562,7 @@ def ablate_command(
         raise UserError(f"--executor {executor!r}: valid executors are local, ray")
     names = [n.strip() for n in variants.split(",") if n.strip()] if variants else None
     chosen = resolve_variants(names, checkpoint)
-    console = Console()
-    if checkpoint is None and not names:
-        console.print(
-            "[yellow]no --checkpoint: running the non-VLA variants only "
-            f"({', '.join(v.name for v in chosen)})"
-        )
+    console = Console()  # resolve_variants logged it when the VLA variants are left out
     scenarios = load_suite(suite, seeds=parse_seeds(seeds) if seeds else None)
     bars = []
 

@@ -262,3 +262,17 @@ def test_vla_planner_probe_runs_end_to_end(tiny_runner):
     blind.reset()
     b = blind.plan(dark)
     np.testing.assert_array_equal(a.trajectory.data, b.trajectory.data)
+
+
+def test_config_errors_name_the_fix():
+    from planner.config import ConfigError
+
+    with pytest.raises(ConfigError, match="axes"):
+        FaithfulnessConfig(axes=("sideways",))
+    with pytest.raises(ConfigError, match="lane_change_side"):
+        FaithfulnessConfig(lane_change_side="up")
+    probes = probe_input(
+        FollowingPlanner(), straight_input(), FaithfulnessConfig(axes=("lateral",))
+    )
+    assert [p.axis for p in probes] == ["lateral"]
+    assert probes[0].forced["lateral_side"] == "left"  # alternate starts on the left
