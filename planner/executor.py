@@ -101,7 +101,7 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     if not sep or not port.isdigit():
         raise UserError(f"Ray address {address!r}: expected host:port, e.g. 10.0.0.5:6379")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as exc:
         raise UserError(
             f"no Ray cluster answers at {address} ({exc}): start one there with "
