@@ -191,7 +191,10 @@ def run_ablation(
     for v in variants:
         cfg = load_run_config(None, list(overrides))
         cfg.planner = checkpoint if v.needs_checkpoint else v.planner  # type: ignore[assignment]
-        cfg.planner_options = dict(v.options)
+        # `planner_options.*` overrides (e.g. num_threads=1) configure the learned planner;
+        # the built-in planners take their own options only.
+        user = cfg.planner_options if v.needs_checkpoint else {}
+        cfg.planner_options = {**user, **v.options}
         cfg.suite = suite_name
         log.info("ablation variant %s (%s)", v.name, v.description)
         result = run_suite(
@@ -619,9 +622,11 @@ def register_ablate(group: Any) -> None:
             "  cocdrive eval ablate --checkpoint planner/assets/checkpoints/tiny --out "
             "runs/ablate --update-results docs/RESULTS.md\n"
             "  cocdrive eval ablate --checkpoint ckpt/ --variants vla-full,vla-fast,vla-euler5 "
-            "--seeds 1000-1004 --out runs/abl-small report.animations=0\n"
+            "--seeds 1000-1004 --out runs/abl-small report.animations=0 "
+            "planner_options.num_threads=1\n"
             "\b\nVariants: expert, const-vel, ctra, idm, vla-full, vla-fast, vla-blind,\n"
             "vla-guard, vla-euler<N>. Without --checkpoint the VLA variants are left out.\n"
+            "planner_options.* overrides apply to the VLA variants only.\n"
             "Rerunning the same command into the same --out resumes every variant."
         ),
     )

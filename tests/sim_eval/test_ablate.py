@@ -37,6 +37,7 @@ OVERRIDES = [
     "report.episode_logs=false",
     "reasoning.faithfulness_every_s=1.5",
     "cameras=none",  # the fake planners read no cameras: skip rendering
+    "planner_options.num_threads=1",  # for the learned planner only
 ]
 
 
@@ -86,6 +87,9 @@ def test_ablation_writes_tables_and_results_section_and_resumes(tmp_path):
     coll = paired["expert"]["const-vel"]["metrics"]["collision_at_fault"]
     assert coll["a_rate"] == 0.0 and coll["b_rate"] > 0.0
     assert json.loads((out / ABLATE_FILE).read_text())["suite"] == "fake"
+    manifest = json.loads((out / "vla-blind" / "manifest.json").read_text())
+    assert manifest["planner_options"] == {"num_threads": 1, "mode": "full", "blind_cameras": True}
+    assert json.loads((out / "expert" / "manifest.json").read_text())["planner_options"] == {}
     index = (out / INDEX_FILE).read_text()
     assert "vla-full" in index and "Paired against vla-full" in index
 
