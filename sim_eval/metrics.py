@@ -67,6 +67,8 @@ class CloseEncounterConfig:
     gap_m: float = 1.0  # footprint-to-box distance below which an in-path agent is too close
     ttc_threshold_s: float = 0.95  # nuPlan's least_min_ttc
     ttc_horizon_s: float = 3.0  # nuPlan's TTC look-ahead; min TTC is capped here
+    # Sampling step of the paths (the boxes move linearly in between; exact swept test).
+    ttc_step_s: float = 0.1
     # The ego's path: its box extended forward by gap_m and widened by this much per side.
     path_lateral_margin_m: float = 0.3
     # "Entering the path": the agent reaches that corridor within this time at current velocities.
@@ -138,7 +140,7 @@ class MetricsConfig:
             )
         if self.comfort.savgol_poly_order >= self.comfort.savgol_window_frames:
             raise ValueError("comfort.savgol_poly_order must be smaller than the window")
-        for name in ("ttc_horizon_s", "path_entry_horizon_s"):
+        for name in ("ttc_horizon_s", "ttc_step_s", "path_entry_horizon_s"):
             if getattr(self.close_encounter, name) <= 0:
                 raise ValueError(f"close_encounter.{name} must be positive")
 
@@ -626,6 +628,98 @@ def _dt(ep: _Episode) -> float:
 
 
 # ---- close encounters -----------------------------------------------------------------------
+def _along_path(
+    xy: np.ndarray, yaw: np.ndarray, s_query: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poses at arc lengths `s_query` (any shape, m from the first point) along the polyline of
+    recorded poses `xy` (P, 2) / `yaw` (P,): linear interpolation inside, and a straight line
+    along the last heading beyond its end. Returns (s_query.shape + (2,), s_query.shape)."""
+    seg = np.linalg.norm(np.diff(xy, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(seg)])  # (P,) non-decreasing
+    # keep one pose per distinct arc length (a standing road user repeats its pose)
+    keep = np.concatenate([[True], seg > 1e-6])
+    arc, pxy, pyaw = arc[keep], xy[keep], np.unwrap(yaw)[keep]
+    q = np.asarray(s_query, dtype=np.float64)
+    x = np.interp(q, arc, pxy[:, 0])
+    y = np.interp(q, arc, pxy[:, 1])
+    h = np.interp(q, arc, pyaw)
+    beyond = np.maximum(q - arc[-1], 0.0)
+    x = x + beyond * math.cos(pyaw[-1])
+    y = y + beyond * math.sin(pyaw[-1])
+    return np.stack([x, y], axis=-1), h
+
+
+def path_ttc(ep: _Episode, rows: np.ndarray, horizon_s: float, step_s: float) -> np.ndarray:
+    """(N,) time to collision of every agent observation selected by `rows` (+inf elsewhere).
+
+    At frame k the ego keeps its current speed along the path it actually drove from k on
+    (its recorded box centres and headings, extended straight beyond the last frame) and each
+    agent keeps its current speed |(vx, vy)| along the path it actually drove from k on
+    (likewise); TTC is the first time within `horizon_s` at which the two boxes overlap.
+    Between samples `step_s` apart the boxes translate linearly and the exact swept
+    separating-axis test (`swept_overlap_start`) finds the onset.
+
+    Why not straight lines (nuPlan projects both along their current heading): at junctions
+    the straight projection of a turning ego runs through the cars waiting at the next stop
+    line or oncoming in the opposite lane, and that of a turning agent through the ego, so a
+    TTC under 1 s is reported for traffic whose boxes never come near (docs/METRICS.md). The
+    current *speed* is kept, so braking late towards an obstacle on the path still counts."""
+    out = np.full(len(ep.a_frame), np.inf)
+    sel = np.flatnonzero(rows)
+    if len(sel) == 0:
+        return out
+    J = max(1, int(math.ceil(horizon_s / step_s - 1e-9)))
+    tau = np.arange(J + 1) * step_s  # (J+1,) s
+    tau[-1] = min(tau[-1], horizon_s)
+    # Cheap prefilter: pairs that cannot meet within the horizon whatever their paths.
+    k = ep.a_frame[sel]
+    v_e = ep.ego_speed[k]
+    v_a = np.hypot(ep.a_vel[sel, 0], ep.a_vel[sel, 1])
+    reach = (v_e + v_a) * horizon_s + 0.5 * (
+        np.hypot(ep.ego_len[k], ep.ego_wid[k]) + np.hypot(ep.a_len[sel], ep.a_wid[sel])
+    )
+    sel = sel[np.linalg.norm(ep.a_xy[sel] - ep.ego_center[k], axis=1) < reach]
+    if len(sel) == 0:
+        return out
+    k = ep.a_frame[sel]
+    # Ego poses (M, J+1): arc length from frame 0, advanced at the current speed.
+    e_arc = np.concatenate(
+        [[0.0], np.cumsum(np.linalg.norm(np.diff(ep.ego_center, axis=0), axis=1))]
+    )
+    e_xy, e_yaw = _along_path(
+        ep.ego_center, ep.ego_yaw, e_arc[k, None] + ep.ego_speed[k, None] * tau
+    )
+    a_xy = np.empty_like(e_xy)
+    a_yaw = np.empty_like(e_yaw)
+    for ai in np.unique(ep.a_idx[sel]):
+        obs = np.flatnonzero(ep.a_idx == ai)
+        obs = obs[np.argsort(ep.a_frame[obs])]  # this agent's observations in time order
+        mine = np.flatnonzero(ep.a_idx[sel] == ai)
+        pos = np.searchsorted(ep.a_frame[obs], ep.a_frame[sel[mine]])  # index of each row
+        a_arc = np.concatenate(
+            [[0.0], np.cumsum(np.linalg.norm(np.diff(ep.a_xy[obs], axis=0), axis=1))]
+        )
+        speed = np.hypot(ep.a_vel[sel[mine], 0], ep.a_vel[sel[mine], 1])
+        q = a_arc[pos, None] + speed[:, None] * tau
+        a_xy[mine], a_yaw[mine] = _along_path(ep.a_xy[obs], ep.a_yaw[obs], q)
+    M, n = len(sel), J
+    rep = lambda x: np.repeat(x, n)  # noqa: E731 - per-row values for each of the J segments
+    rel_vel = ((a_xy[:, 1:] - a_xy[:, :-1]) - (e_xy[:, 1:] - e_xy[:, :-1])) / np.diff(tau)[
+        None, :, None
+    ]
+    t_seg = swept_overlap_start(
+        e_xy[:, :-1].reshape(-1, 2), e_yaw[:, :-1].ravel(),
+        rep(ep.ego_len[k] / 2.0), rep(ep.ego_wid[k] / 2.0),
+        a_xy[:, :-1].reshape(-1, 2), a_yaw[:, :-1].ravel(),
+        rep(ep.a_len[sel] / 2.0), rep(ep.a_wid[sel] / 2.0),
+        rel_vel.reshape(-1, 2), step_s,
+    ).reshape(M, n)  # fmt: skip
+    t_seg = np.where(t_seg <= np.diff(tau)[None, :] + 1e-12, t_seg + tau[None, :-1], np.inf)
+    out[sel] = t_seg.min(axis=1)
+    out[out > horizon_s] = np.inf
+    return out
+
+
 def _close_encounters(ep: _Episode, cfg: CloseEncounterConfig, contact: np.ndarray) -> dict:
 
     result = {
@@ -650,15 +744,11 @@ def _close_encounters(ep: _Episode, cfg: CloseEncounterConfig, contact: np.ndarr
     ego_vel = _ego_velocity(ep, f)  # (N, 2)
     rel_vel = ep.a_vel - ego_vel
     hl_a, hw_a = ep.a_len / 2.0, ep.a_wid / 2.0
-    # Time to collision at current velocities (boxes translate, no rotation), nuPlan-style:
-    # only for agents not behind and while the ego moves.
-    ttc = swept_overlap_start(
-        ep.ego_center[f], yaw, ep.ego_len[f] / 2.0, ep.ego_wid[f] / 2.0,
-        ep.a_xy, ep.a_yaw, hl_a, hw_a, rel_vel, cfg.ttc_horizon_s,
-    )  # fmt: skip
+    # Time to collision at current speeds, each road user moving along the path it actually
+    # drove (not along a straight line): only for agents not behind and while the ego moves.
     ego_moving = ep.ego_speed[f] > cfg.ego_stopped_speed_mps
     ttc_valid = ahead & ego_moving & ~contact
-    ttc = np.where(ttc_valid, ttc, np.inf)
+    ttc = path_ttc(ep, ttc_valid, cfg.ttc_horizon_s, cfg.ttc_step_s)
     # In or entering the ego's path: the agent overlaps, now or within path_entry_horizon_s,
     # the ego box extended forward by gap_m and widened by path_lateral_margin_m per side.
     look = cfg.gap_m
@@ -1011,5 +1101,6 @@ __all__ = [
     "evaluate_episode",
     "failed_episode_record",
     "load_metrics_config",
+    "path_ttc",
     "swept_overlap_start",
 ]

@@ -442,3 +442,101 @@ def test_empty_record_is_a_clear_error():
     rec = EpisodeRecord(scenario="x", family="f", seed=0, frames=[])
     with pytest.raises(MetricsError, match="no frames"):
         evaluate_episode(rec)
+
+
+# ---- close encounters at a junction (TTC along the recorded paths) ------------------------------
+# The ego turns right on a quarter circle (rear axle radius 10 m, centre (0, -10)) from heading
+# +x into an exit road along x = 10 (heading -y); the exit road's opposite lane is centred on
+# x = 13.7 (travel +y). Without TTC along the paths, a straight-line projection of the turning
+# ego runs into traffic standing or driving in that opposite lane.
+TURN_R = 10.0
+
+
+def right_turn(v: float, steps: int) -> tuple[list[tuple[float, float, float]], list[float]]:
+    """(x, y, speed) and yaw per frame of the ego turning right at `v` then going straight."""
+    xyv, yaws = [], []
+    quarter = TURN_R * math.pi / 2
+    for k in range(steps):
+        s = v * k * DT
+        if s <= quarter:
+            th = s / TURN_R
+            xyv.append((TURN_R * math.sin(th), -TURN_R * (1 - math.cos(th)), v))
+            yaws.append(-th)
+        else:
+            xyv.append((TURN_R, -TURN_R - (s - quarter), v))
+            yaws.append(-math.pi / 2)
+    return xyv, yaws
+
+
+def _straight_line_min_ttc(ego, yaws, agents) -> float:
+    """The pre-fix TTC: both boxes translating along their current headings (as nuPlan)."""
+    best = math.inf
+    for (x, y, v), yaw, frame in zip(ego, yaws, agents):
+        for a in frame:
+            c = np.array([[x + 1.45 * math.cos(yaw), y + 1.45 * math.sin(yaw)]])
+            rel = np.array([[a.vx - v * math.cos(yaw), a.vy - v * math.sin(yaw)]])
+            t = swept_overlap_start(
+                c, np.array([yaw]), np.array([2.45]), np.array([0.95]),
+                np.array([[a.x, a.y]]), np.array([a.yaw]), np.array([a.length / 2]),
+                np.array([a.width / 2]), rel, 3.0,
+            )  # fmt: skip
+            best = min(best, float(t[0]))
+    return best
+
+
+def test_car_waiting_at_stop_line_while_ego_turns_away_is_not_close_encounter():
+    ego, yaws = right_turn(6.0, 40)
+    # waiting at the stop line of the opposite lane of the exit road, facing the junction
+    agents = [[vehicle("waiting", 13.7, -8.0, yaw=math.pi / 2)] for _ in ego]
+    out = evaluate_episode(make_record(ego, agents, yaw=yaws))
+    assert _straight_line_min_ttc(ego, yaws, agents) < 0.95  # the artefact this test pins down
+    assert out["close_encounter"] is False
+    assert out["min_ttc_s"] == pytest.approx(3.0)
+    assert out["min_gap_any_m"] > 1.0
+
+
+def test_oncoming_car_passing_4m_away_while_ego_turns_is_not_close_encounter():
+    ego, yaws = right_turn(7.0, 40)
+    # oncoming in the opposite lane of the exit road (the ego's box spans x in [9.05, 10.95]
+    # there, this one [15.05, 16.95]), driving +y at 12 m/s towards the junction: the boxes
+    # pass about 4 m apart (3.8 m, at the ego's front-left corner late in its turn)
+    agents = [[vehicle("oncoming", 16.0, -40.0 + 12.0 * k * DT, vy=12.0, yaw=math.pi / 2)]
+              for k in range(40)]  # fmt: skip
+    out = evaluate_episode(make_record(ego, agents, yaw=yaws))
+    assert _straight_line_min_ttc(ego, yaws, agents) < 0.95
+    assert out["close_encounter"] is False
+    assert out["min_ttc_s"] == pytest.approx(3.0)
+    assert out["min_gap_any_m"] > 3.5
+
+
+def test_crossing_car_passing_0p5m_in_front_of_ego_path_is_close_encounter():
+    ego = constant_speed(0.0, 3.0, 40)
+    # crossing from the left (travel -y at 10 m/s); its box leaves the ego's lateral band
+    # (centre y = -3.2) at t = 1.92 s, 0.5 m in front of the ego's front bumper (x = 5.76 + 3.9)
+    cx = 3.0 * 1.92 + FRONT_M + 0.5 + 0.95
+    agents = [[vehicle("crossing", cx, 16.0 - 10.0 * k * DT, vy=-10.0, yaw=-math.pi / 2)]
+              for k in range(40)]  # fmt: skip
+    out = evaluate_episode(make_record(ego, agents))
+    assert out["collision"] is False
+    assert out["close_encounter"] is True
+    assert out["min_gap_m"] == pytest.approx(0.5, abs=0.1)  # sampled at 10 Hz
+
+
+def test_stopped_car_on_the_ego_turn_path_is_close_encounter_at_current_speed():
+    # The ego turns right at 6 m/s, brakes hard at the last moment and stops 1.5 m short of a
+    # car standing in its exit lane: no collision, but at its speed along the path it was about
+    # to hit it (TTC under the bound), although a straight-line projection never sees the car.
+    ego, yaws = right_turn(6.0, 24)
+    v = 6.0
+    x, y, _ = ego[-1]
+    for _ in range(8):  # -7.5 m/s^2 down the exit road (heading -y)
+        v = max(0.0, v - 7.5 * DT)
+        y -= v * DT
+        ego.append((x, y, v))
+        yaws.append(-math.pi / 2)
+    front_y = y - FRONT_M
+    agents = [[vehicle("stopped", TURN_R, front_y - 1.5 - 2.25, yaw=-math.pi / 2)] for _ in ego]
+    out = evaluate_episode(make_record(ego, agents, yaw=yaws))
+    assert out["collision"] is False
+    assert out["close_encounter"] is True
+    assert out["min_ttc_s"] < 0.95
