@@ -53,6 +53,7 @@ from planner.model.hf_backbone import (
     require_transformers,
 )
 from planner.model.lm import write_cache
+from planner.model.vla import weighted_loss
 
 log = logging.getLogger(__name__)
 
@@ -474,18 +475,7 @@ class HFVLAModel(nn.Module):
             self.cfg.flow.time_beta_b,
             generator,
         )
-        loss = (
-            loss_cfg.reasoning_weight * reasoning_loss
-            + loss_cfg.trajectory_token_weight * trajectory_token_loss
-            + loss_cfg.flow_weight * flow_loss
-        )
-        logs = {
-            "loss": float(loss.detach()),
-            "reasoning_ce": float(reasoning_loss.detach()),
-            "trajectory_token_ce": float(trajectory_token_loss.detach()),
-            "flow_mse": float(flow_loss.detach()),
-        }
-        return loss, logs
+        return weighted_loss(loss_cfg, reasoning_loss, trajectory_token_loss, flow_loss)
 
 
 def build_from_checkpoint(cfg: ModelConfig, vocab_size: int, root: Path) -> HFVLAModel:

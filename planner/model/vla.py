@@ -23,7 +23,7 @@ from torch import nn
 from planner.model import batch as B
 from planner.model import flow
 from planner.model.action_expert import ActionExpert
-from planner.model.config import COMMANDS, EGO_FEATURES, ModelConfig
+from planner.model.config import COMMANDS, EGO_FEATURES, LossConfig, ModelConfig
 from planner.model.lm import LanguageModel, causal_mask
 from planner.model.vision import VisionEncoder
 
@@ -177,18 +177,29 @@ class VLAModel(nn.Module):
             self.cfg.flow.time_beta_b,
             generator,
         )
-        loss = (
-            loss_cfg.reasoning_weight * reasoning_loss
-            + loss_cfg.trajectory_token_weight * trajectory_token_loss
-            + loss_cfg.flow_weight * flow_loss
-        )
-        logs = {
-            "loss": float(loss.detach()),
-            "reasoning_ce": float(reasoning_loss.detach()),
-            "trajectory_token_ce": float(trajectory_token_loss.detach()),
-            "flow_mse": float(flow_loss.detach()),
-        }
-        return loss, logs
+        return weighted_loss(loss_cfg, reasoning_loss, trajectory_token_loss, flow_loss)
+
+
+def weighted_loss(
+    loss_cfg: LossConfig,
+    reasoning_loss: torch.Tensor,
+    trajectory_token_loss: torch.Tensor,
+    flow_loss: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training objective (weights from the config's loss section) and its logged parts;
+    shared by the tiny model and the Hugging Face backbone model."""
+    loss = (
+        loss_cfg.reasoning_weight * reasoning_loss
+        + loss_cfg.trajectory_token_weight * trajectory_token_loss
+        + loss_cfg.flow_weight * flow_loss
+    )
+    logs = {
+        "loss": float(loss.detach()),
+        "reasoning_ce": float(reasoning_loss.detach()),
+        "trajectory_token_ce": float(trajectory_token_loss.detach()),
+        "flow_mse": float(flow_loss.detach()),
+    }
+    return loss, logs
 
 
 def _init_weights(module: nn.Module) -> None:
