@@ -471,8 +471,11 @@ class ScalarLog:
             else:
                 # purge_step drops events past the resume point left by an interrupted run
                 self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_step or None)
-        if start_step == 0 and self.path.exists():
-            self.path.unlink()
+        if self.path.exists():
+            # like purge_step: drop rows an interrupted run wrote after the resume point
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
+            kept = [r for r in rows if r.get("step", 0) <= start_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, step: int, scalars: dict[str, float], prefix: str) -> None:
         if not self.active:
