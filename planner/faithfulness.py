@@ -4,8 +4,8 @@ A planner that writes a reason and then ignores it can still be consistent by ac
 probe changes the reason and watches the plan (a counterfactual intervention):
 
 1. plan freely: the model states decision D (parsed from its own text) and a plan;
-2. pick a contrasting decision D' on one axis (`counterfactual_decision`): maintain / accelerate
-   <-> stop / yield longitudinally; lane keeping <-> lane change laterally (a change to one
+2. pick a contrasting decision D' on one axis (`counterfactual_decision`): keep speed /
+   accelerate -> stop, follow / yield / stop -> speed up to pass longitudinally; lane keeping <-> lane change laterally (a change to one
    side <-> the other side);
 3. render D' as CoC text (`counterfactual_text`): the model's own sentence with the decision
    phrase swapped ("Keep the set speed for the pedestrian ..." -> "Come to a stop for the
@@ -44,15 +44,17 @@ LON = LongitudinalDecision
 LAT = LateralDecision
 AXES = ("longitudinal", "lateral")
 
-# Longitudinal contrasts: going decisions are forced to stop, slowing ones to go.
+# Longitudinal contrasts: going decisions are forced to stop, slowing ones to speed up (passing
+# needs acceleration and forbids deceleration: set-speed tracking would accept the gentle
+# deceleration of a yielding plan, so the probe would not discriminate).
 LONGITUDINAL_CONTRAST: dict[LongitudinalDecision, LongitudinalDecision] = {
     LON.SET_SPEED_TRACKING: LON.STOP_FOR_STATIC_CONSTRAINTS,
     LON.ACCELERATION_FOR_PASSING: LON.STOP_FOR_STATIC_CONSTRAINTS,
     LON.GAP_SEARCHING: LON.STOP_FOR_STATIC_CONSTRAINTS,
     LON.SPEED_ADAPTATION: LON.STOP_FOR_STATIC_CONSTRAINTS,
     LON.LEAD_OBSTACLE_FOLLOWING: LON.ACCELERATION_FOR_PASSING,
-    LON.YIELD: LON.SET_SPEED_TRACKING,
-    LON.STOP_FOR_STATIC_CONSTRAINTS: LON.SET_SPEED_TRACKING,
+    LON.YIELD: LON.ACCELERATION_FOR_PASSING,
+    LON.STOP_FOR_STATIC_CONSTRAINTS: LON.ACCELERATION_FOR_PASSING,
 }
 # Lateral decisions with a side whose contrast is the same manoeuvre to the other side; every
 # other sided decision contrasts with lane keeping, and lane keeping with a lane change.

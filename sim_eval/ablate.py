@@ -222,6 +222,7 @@ def run_ablation(
             "episodes": len(scenarios),
             "seeds": sorted({s.seed for s in scenarios}),
             "checkpoint": checkpoint,
+            "checkpoint_weights_sha256": _weights_digest(checkpoint),
             "command": command,
             "machine": machine_description(),
             "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -231,6 +232,19 @@ def run_ablation(
     atomic_write_json(out / ABLATE_FILE, results)
     write_index(out, results)
     return results
+
+
+def _weights_digest(checkpoint: str | None) -> str | None:
+    """The checkpoint's weights_sha256 (meta.json), so a table names the exact weights."""
+    if checkpoint is None:
+        return None
+    meta = Path(checkpoint) / "meta.json"
+    try:
+        import json
+
+        return json.loads(meta.read_text()).get("weights_sha256")
+    except (OSError, ValueError):
+        return None
 
 
 # ---- statistics -------------------------------------------------------------------------------
@@ -463,7 +477,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         f"- Suite: `{results['suite']}`, {results['episodes']} episodes per variant, seeds "
         f"{_seed_text(results['seeds'])}",
-        f"- Checkpoint: `{results['checkpoint']}`"
+        f"- Checkpoint: `{results['checkpoint']}` (weights sha256 "
+        f"{(results.get('checkpoint_weights_sha256') or 'unknown')[:16]})"
         if results.get("checkpoint")
         else "- Checkpoint: none (the VLA variants were not run)",
         f"- Machine: {results['machine']}",

@@ -128,6 +128,10 @@ def test_counterfactual_keeps_the_cause():
     stated = parse_reasoning(text)
     new = counterfactual_text(text, stated, counterfactual_decision(stated, "longitudinal"))
     assert new == "Come to a stop for the pedestrian crossing from the right, 12 m ahead."
+    yielding = "Due to the pedestrian crossing from the left, 3.5 m ahead, slow down and yield."
+    stated = parse_reasoning(yielding)
+    new = counterfactual_text(yielding, stated, counterfactual_decision(stated, "longitudinal"))
+    assert new == "Due to the pedestrian crossing from the left, 3.5 m ahead, speed up to pass."
     forced = parse_reasoning(new)
     assert [f.to_dict() for f in forced.factors] == [f.to_dict() for f in stated.factors]
 
@@ -136,7 +140,8 @@ def test_contrasts_cover_both_directions():
     go = Decision(LON.SET_SPEED_TRACKING)
     stop = counterfactual_decision(go, "longitudinal")
     assert stop.longitudinal == LON.STOP_FOR_STATIC_CONSTRAINTS
-    assert counterfactual_decision(stop, "longitudinal").longitudinal == LON.SET_SPEED_TRACKING
+    go_again = counterfactual_decision(stop, "longitudinal")
+    assert go_again.longitudinal == LON.ACCELERATION_FOR_PASSING
     lc = counterfactual_decision(go, "lateral", Side.LEFT)
     assert (lc.lateral, lc.lateral_side) == (LAT.LANE_CHANGE, Side.LEFT)
     back = counterfactual_decision(lc, "lateral")
