@@ -187,6 +187,7 @@ def run_ablation(
     if not variants:
         raise UserError("no ablation variants to run")
     factories = planner_factories or {}
+    digest = _weights_digest(checkpoint)  # before the runs: the weights the workers load
     runs: dict[str, dict[str, Any]] = {}
     for v in variants:
         cfg = load_run_config(None, list(overrides))
@@ -222,7 +223,7 @@ def run_ablation(
             "episodes": len(scenarios),
             "seeds": sorted({s.seed for s in scenarios}),
             "checkpoint": checkpoint,
-            "checkpoint_weights_sha256": _weights_digest(checkpoint),
+            "checkpoint_weights_sha256": digest,
             "command": command,
             "machine": machine_description(),
             "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
