@@ -271,6 +271,9 @@ class ExpertPlanner(PrivilegedPlanner):
         self._matches: dict = {}  # lane id -> LaneMatch of the ego, this call
         self._stop_cache: tuple | None = None  # (path, stop-line arc lengths), this call
         self._stop_signs_done: set[str] = set()
+        self._a_prev: float | None = None  # first accel command of the last plan (m/s^2)
+        self._a_prev_t = -math.inf
+        self._yield_hold: dict[str, tuple[float, np.ndarray, _Constraint]] = {}
 
     def _map_index(self, scene: Scene) -> MapIndex:
         # A simulator episode shares one MapData across frames; keep a strong reference so the
@@ -1583,6 +1586,11 @@ class ExpertPlanner(PrivilegedPlanner):
                         )
                     )
                 continue
+            if not is_vru and self._on_other_lane(a, path):
+                # a vehicle on a lane of the map: the conflict check follows its lanes; a
+                # straight line through a turn (its or the ego's) flickers in and out of the
+                # corridor frame to frame (hard braking, then go, then again)
+                continue
             # crossing: is it in the corridor while the ego gets there?
             t_out = (
                 (abs(centre) + half_obj + band) / max(approach, 0.05)
@@ -1632,10 +1640,57 @@ class ExpertPlanner(PrivilegedPlanner):
                 )
             )
         out.extend(self._conflict_constraints(path, objs, scene, v, v_max))
+        out.extend(self._held_yields(path, out, scene, v))
         # only the nearest leaders matter to the ego (the rollout cost grows with each)
         leaders = sorted((c for c in out if c.tag == "leader"), key=lambda c: c.s_rear)
         drop = {id(c) for c in leaders[cfg.max_leaders :]}
         return [c for c in out if id(c) not in drop]
+
+    def _on_other_lane(self, a: Agent, path: ReferencePath) -> bool:
+        """Does vehicle `a` follow a map lane other than the ego's, on a map with crossings or
+        merges? Then the lane graph tells whether and where it meets the ego path (the
+        conflict constraints); a vehicle that leaves its lane is matched to none."""
+        index = self._index
+        if index is None or not any(index.conflicts.values()):
+            return False
+        matches = index.match(a.x, a.y, a.yaw, 3.0, self.cfg.lane_match_max_heading_rad)
+        return bool(matches) and matches[0].lane_id not in path.lane_ids
+
+    def _held_yields(
+        self, path: ReferencePath, out: list[_Constraint], scene: Scene, v: float
+    ) -> list[_Constraint]:
+        """Hysteresis on yielding: a yield wall whose reason vanished since the last plan (a
+        prediction flickering between 'conflict' and 'clear' frame to frame) is held for
+        `yield_hold_s`, where it can still be kept at the commit decel. Without it the ego
+        alternates hard braking and accelerating on consecutive frames."""
+        cfg = self.cfg
+        t = scene.timestamp
+        s_front = path.s_ego + self._front
+        fresh: set[str] = set()
+        for c in out:
+            oid = c.factors[0].object_id if c.tag == "yield" and c.factors else None
+            if oid is None:
+                continue
+            fresh.add(oid)
+            x, y, _ = path.sample(float(np.clip(c.s_rear, 0.0, path.length)))
+            self._yield_hold[oid] = (t, np.array([x, y]), c)
+        if cfg.yield_hold_s <= 0.0:
+            return []
+        present = {a.id for a in scene.agents}
+        held: list[_Constraint] = []
+        for oid, (t_seen, xy, c) in list(self._yield_hold.items()):
+            if oid in fresh:
+                continue
+            if t - t_seen > cfg.yield_hold_s or oid not in present:
+                del self._yield_hold[oid]
+                continue
+            s_wall = float(path.project(xy[None, :])[0][0])
+            d = s_wall - s_front
+            if d < 0.0 or v * v / (2.0 * max(d, 0.01)) > cfg.conflict_commit_decel_mps2:
+                del self._yield_hold[oid]  # committed: the ego cannot stop there any more
+                continue
+            held.append(dataclasses.replace(c, s_rear=s_wall))
+        return held
 
     def _has_ring_priority(self, path: ReferencePath, s_at: float, a: Agent) -> bool:
         """Is the ego circulating on a ring lane at `s_at` while agent `a` is not?"""
@@ -1907,8 +1962,6 @@ class ExpertPlanner(PrivilegedPlanner):
         a_max = cfg.passing_max_accel_mps2 if plan.passing else cfg.idm_max_accel_mps2
         b = cfg.idm_comfort_decel_mps2
         sqrt_ab = 2.0 * math.sqrt(a_max * b)
-        delta = cfg.idm_exponent
-        s_front0 = path.s_ego + self._front
         pending = plan.pending
         v_cap = math.inf
         if pending is not None and pending.slow_to_mps is not None:
@@ -1927,19 +1980,65 @@ class ExpertPlanner(PrivilegedPlanner):
             pos_all = (s_r + v_c * t_eff + 0.5 * a_c * t_eff * t_eff).tolist()
             vel_all = np.maximum(0.0, v_c + a_c * t_eff).tolist()
         params = [(c.min_gap_m, c.headway_s) for c in constraints]
+        # ACC blending (constant-acceleration heuristic) only for moving leaders: walls and
+        # stopped objects keep plain IDM
+        cah = [c.tag == "leader" and cfg.acc_coolness > 0.0 for c in constraints]
+        acc_all = (
+            np.where(t_k[None, :] < t_stop, a_c, 0.0).tolist() if n_c else []
+        )  # (C, 64) predicted accel of each constraint
+        self._a_free0 = 0.0
+        self._a_cons0: list[float] = []
+        ctx = (path, env, v0, v_cap, a_max, sqrt_ab, n_c, params, cah, acc_all)
+        a_last = None
+        if self._a_prev is not None and 0.0 < self._scene.timestamp - self._a_prev_t < 0.15:
+            a_last = self._a_prev
+        limited = cfg.comfort_jerk_up_mps3 > 0.0 and cfg.comfort_jerk_down_mps3 > 0.0
+        if limited:
+            out = self._idm_rollout(ctx, pos_all if n_c else [], vel_all if n_c else [], a_last)
+            if not out[4]:
+                # safety first: the jerk-limited plan would close in on a constraint (gap
+                # below half its minimum, or unable to stop comfortably at the horizon's end)
+                plan.notes.append("jerk limit waived")
+                limited = False
+        if not limited:
+            out = self._idm_rollout(
+                ctx, pos_all if n_c else [], vel_all if n_c else [], None, unlimited=True
+            )
+        accel, speed, dist, binding, _ = out
+        self._a_prev, self._a_prev_t = float(accel[0]), self._scene.timestamp
+        self._speed_profile = speed
+        return accel, speed, dist, binding
+
+    def _idm_rollout(
+        self, ctx: tuple, pos_all: list, vel_all: list, a_last: float | None, unlimited=False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None, bool]:
+        """One IDM/ACC rollout over the plan horizon: accel (64,), speed (64,), distance (65,),
+        the constraint binding step 0, and whether every constraint keeps a safe gap. Unless
+        `unlimited`, the command changes by at most the comfort jerk per step, starting from
+        `a_last` (the previous plan's first command; None: free at step 0)."""
+        cfg = self.cfg
+        path, env, v0, v_cap, a_max, sqrt_ab, n_c, params, cah, acc_all = ctx
+        dt = PLAN_DT_S
+        b = cfg.idm_comfort_decel_mps2
+        delta = cfg.idm_exponent
+        coolness = cfg.acc_coolness
+        s_front0 = path.s_ego + self._front
+        up = cfg.comfort_jerk_up_mps3 * dt
+        down = cfg.comfort_jerk_down_mps3 * dt
         accel = [0.0] * PLAN_STEPS
         speed = [0.0] * PLAN_STEPS
         dist = [0.0] * (PLAN_STEPS + 1)
         v, x = v0, 0.0
         binding = None
-        self._a_free0 = 0.0
-        self._a_cons0: list[float] = []
+        safe = True
+        a_cons0: list[float] = []
         ds = path.ds
         env_list = env.tolist()
         n_env = len(env_list) - 1
         max_decel = cfg.max_decel_mps2
         preview = cfg.speed_preview_s
         gap_decel = cfg.gap_search_max_decel_mps2
+        gap0 = [pos_all[j][0] - s_front0 for j in range(n_c)]
         for k in range(PLAN_STEPS):
             # desired speed: the lower of here and a preview ahead (IDM's free term lags a
             # falling target; a rising one must wait until the ego is there)
@@ -1963,28 +2062,58 @@ class ExpertPlanner(PrivilegedPlanner):
             for j in range(n_c):
                 s0, hw = params[j]
                 gap = pos_all[j][k] - front
-                dv_term = v * hw + v * (v - vel_all[j][k]) / sqrt_ab
+                if not unlimited and gap < min(0.5 * s0, gap0[j]) - 1e-6:
+                    safe = False
+                v_l = vel_all[j][k]
+                dv_term = v * hw + v * (v - v_l) / sqrt_ab
                 s_star = s0 + (dv_term if dv_term > 0.0 else 0.0)
-                a_j = free - a_max * (s_star / (gap if gap > 0.01 else 0.01)) ** 2
+                g = gap if gap > 0.01 else 0.01
+                a_j = free - a_max * (s_star / g) ** 2
+                if cah[j] and gap > 0.01:
+                    # Kesting, Treiber & Helbing (2010) ACC model: where plain IDM brakes
+                    # harder than the constant-acceleration heuristic needs (a cut-in at a
+                    # similar speed), blend towards CAH instead of over-reacting
+                    a_l = min(acc_all[j][k], a_max)
+                    if v_l * (v - v_l) <= -2.0 * g * a_l:
+                        den = v_l * v_l - 2.0 * g * a_l
+                        a_cah = v * v * a_l / den if den > 1e-6 else a_l
+                    else:
+                        dv = v - v_l if v > v_l else 0.0
+                        a_cah = a_l - dv * dv / (2.0 * g)
+                    if a_j < a_cah:
+                        a_j = (1.0 - coolness) * a_j + coolness * (
+                            a_cah + b * math.tanh((a_j - a_cah) / b)
+                        )
                 if k == 0:
-                    self._a_cons0.append(a_j)
+                    a_cons0.append(a_j)
                 if a_j < a_cmd:
                     a_cmd = a_j
                     if k == 0:
                         binding = j
             if k == 0:
-                self._a_free0 = free
+                self._a_free0, self._a_cons0 = free, a_cons0
             a_cmd = -max_decel if a_cmd < -max_decel else (a_max if a_cmd > a_max else a_cmd)
+            if not unlimited and a_last is not None:
+                lo, hi = a_last - down, a_last + up
+                a_cmd = lo if a_cmd < lo else (hi if a_cmd > hi else a_cmd)
             v_next = v + a_cmd * dt
             if v_next < 0.0:
                 v_next = 0.0
             accel[k] = (v_next - v) / dt
+            a_last = a_cmd if v_next > 0.0 or a_cmd >= 0.0 else 0.0
             x += 0.5 * (v + v_next) * dt
             v = v_next
             speed[k], dist[k + 1] = v, x
-        accel, speed, dist = np.array(accel), np.array(speed), np.array(dist)
-        self._speed_profile = speed
-        return accel, speed, dist, binding
+        if not unlimited:
+            # at the horizon's end the ego must still be able to stop comfortably behind each
+            front = s_front0 + x
+            b_end = cfg.jerk_limit_terminal_decel_mps2
+            for j in range(n_c):
+                v_l = vel_all[j][PLAN_STEPS - 1]
+                room = pos_all[j][PLAN_STEPS - 1] - front - 0.5 * params[j][0]
+                if v > v_l and (v * v - v_l * v_l) / (2.0 * b_end) > room:
+                    safe = False
+        return np.array(accel), np.array(speed), np.array(dist), binding, safe
 
     # ---- lateral controls -----------------------------------------------------------------------
     def _curvature_controls(

@@ -26,6 +26,19 @@ class ExpertConfig:
     max_decel_mps2: float = 8.0  # clamp on commanded braking
     speed_limit_fraction: float = 1.0  # desired speed = fraction x lane speed limit
     default_speed_limit_mps: float = 13.9  # where no lane is known
+    # ---- comfort: smooth commands (the plans are training labels) --------------------------
+    # the accel command changes by at most this per second, within a plan and between
+    # consecutive plans (0: no limit); waived when the limited plan would close in on a
+    # constraint (gap under half its minimum, or no stop at the terminal decel by the end)
+    comfort_jerk_up_mps3: float = 2.5
+    comfort_jerk_down_mps3: float = 3.0
+    jerk_limit_terminal_decel_mps2: float = 4.0
+    # ACC model coolness c (Kesting, Treiber & Helbing 2010) for moving leaders: blends IDM
+    # towards the constant-acceleration heuristic so a cut-in at similar speed is not met with
+    # emergency braking (0: plain IDM)
+    acc_coolness: float = 0.99
+    # a yield wall whose reason vanishes (a prediction that flickers) is held this long
+    yield_hold_s: float = 1.0
     # ---- prediction of other agents -----------------------------------------------------------
     leader_prediction: Literal["constant_velocity", "constant_accel"] = "constant_accel"
     accel_estimate_window_s: float = 0.5  # history span used to estimate an agent's accel
@@ -141,6 +154,7 @@ class ExpertConfig:
             "lane_change_duration_s",
             "passing_max_accel_mps2",
             "max_curvature_per_m",
+            "jerk_limit_terminal_decel_mps2",
         )
         for name in positive:
             if not getattr(self, name) > 0:
@@ -150,5 +164,10 @@ class ExpertConfig:
                 raise ValueError(f"{name} must be <= {MAX_ABS_ACCEL_MPS2} m/s^2")
         if self.max_curvature_per_m > MAX_ABS_CURVATURE_PER_M:
             raise ValueError(f"max_curvature_per_m must be <= {MAX_ABS_CURVATURE_PER_M} 1/m")
+        if not 0.0 <= self.acc_coolness <= 1.0:
+            raise ValueError(f"acc_coolness must be in [0, 1], got {self.acc_coolness}")
+        for name in ("comfort_jerk_up_mps3", "comfort_jerk_down_mps3", "yield_hold_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 disables), got {getattr(self, name)}")
         if self.path_step_m > 5.0:
             raise ValueError(f"path_step_m = {self.path_step_m} is too coarse (use <= 5 m)")

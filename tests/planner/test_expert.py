@@ -5,6 +5,7 @@ constant-velocity predicted boxes."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -657,3 +658,80 @@ def test_cyclist_waiting_at_the_kerb_is_passed_slowly():
     front = out.trajectory.xy[:, 0] + EGO_FRONT_M
     beside = np.flatnonzero(front > 40.0)  # (IDM tracks the lower speed with some lag)
     assert len(beside) and out.trajectory.speed[beside[0]] < 9.0
+
+
+# ---- smooth commands (the expert's plans are training labels) ---------------------------------
+def _t0_accels(outs: list[PlannerOutput]) -> np.ndarray:
+    return np.array([o.trajectory.accel[0] for o in outs])
+
+
+def test_cut_in_in_closed_loop_brakes_smoothly_without_alternating():
+    """A car cutting in 6 m ahead at nearly the ego's speed: plain IDM answered with full
+    braking at once and then released (+0.3 -> -8 m/s^2 in 0.1 s); the ACC heuristic and the
+    command rate limit brake gently and monotonically instead, and never touch the car."""
+    cutter = make_agent("cutter", 12.5, 3.0, -0.12, 13.0)
+    scene = make_scene(straight_road_map(n_lanes=2), ego_speed_mps=14.0, agents=[cutter])
+    frames, outs = run_closed_loop(ExpertPlanner(), scene, 40)
+    a0 = _t0_accels(outs)
+    step = np.diff(a0)
+    cfg = ExpertConfig()
+    assert step.min() >= -cfg.comfort_jerk_down_mps3 * 0.1 - 1e-6
+    assert step.max() <= cfg.comfort_jerk_up_mps3 * 0.1 + 1e-6
+    assert a0.min() > -4.0
+    # no frame-to-frame alternation: the change of command reverses sign only a few times
+    big = step[np.abs(step) > 0.05]
+    assert np.sum(np.diff(np.sign(big)) != 0) <= 3
+    for f in frames:
+        c = next(a for a in f.agents if a.id == "cutter")
+        if abs(c.y - f.ego.y) < 1.9:  # in the ego lane: bumper gap stays positive
+            assert c.x - c.length / 2 - (f.ego.x + EGO_FRONT_M) > 1.0
+
+
+def test_rate_limit_is_waived_when_an_obstacle_needs_hard_braking():
+    """Safety first: accelerating on a free road, then a stopped car 22 m ahead (needs about
+    4.5 m/s^2): the next command brakes hard at once instead of ramping down at the comfort
+    jerk."""
+    planner = ExpertPlanner()
+    free = make_scene(_one_lane(), ego_speed_mps=12.0)
+    first = _plan(free, planner)
+    assert first.trajectory.accel[0] > 0.0
+    stopped = make_agent("stopped", 22.0 + EGO_FRONT_M + 2.25, 0.0, 0.0, 0.0)
+    nxt = make_scene(_one_lane(), ego_speed_mps=12.0, agents=[stopped])
+    out = _plan(_at(nxt, free.timestamp + 0.1), planner)
+    assert out.trajectory.accel[0] < -3.0
+    gap = 22.0 - out.trajectory.xy[:, 0]
+    assert gap.min() > 0.0
+
+
+def _at(scene: Scene, t: float) -> Scene:
+    scene = dataclasses.replace(scene, timestamp=t)
+    return dataclasses.replace(scene, ego=dataclasses.replace(scene.ego, t=t))
+
+
+def test_yield_wall_that_flickers_is_held_then_released():
+    """Hysteresis: a pedestrian about to cross, then (next frame) standing still at the kerb:
+    the ego keeps yielding for `yield_hold_s` instead of braking, accelerating, braking; the
+    hold ends after that time, and at once when the pedestrian is gone."""
+    planner = ExpertPlanner()
+    hold = planner.cfg.yield_hold_s
+    walking = make_agent("ped", 25.0, -4.0, math.pi / 2, 1.4, AgentClass.PEDESTRIAN, 0.5, 0.5)
+    standing = make_agent("ped", 25.0, -4.0, math.pi / 2, 0.0, AgentClass.PEDESTRIAN, 0.5, 0.5)
+    base = make_scene(_one_lane(), ego_speed_mps=8.0, agents=[walking])
+    assert _plan(base, planner).decision.longitudinal == LongitudinalDecision.YIELD
+    still = dataclasses.replace(base, agents=[standing])
+    held = _plan(_at(still, base.timestamp + 0.1), planner)
+    assert held.decision.longitudinal == LongitudinalDecision.YIELD
+    assert held.trajectory.accel[0] < 0.0
+    later = _plan(_at(still, base.timestamp + hold + 0.2), planner)
+    assert later.decision.longitudinal != LongitudinalDecision.YIELD
+    # without the hold the standing pedestrian is not yielded to (the flicker it prevents)
+    fresh = ExpertPlanner(yield_hold_s=0.0)
+    _plan(base, fresh)
+    assert _plan(_at(still, base.timestamp + 0.1), fresh).decision.longitudinal != (
+        LongitudinalDecision.YIELD
+    )
+    # a pedestrian that left the scene releases the hold at once
+    planner.reset()
+    _plan(base, planner)
+    gone = _plan(_at(dataclasses.replace(base, agents=[]), base.timestamp + 0.1), planner)
+    assert gone.decision.longitudinal != LongitudinalDecision.YIELD
