@@ -2074,9 +2074,9 @@ class ExpertPlanner(PrivilegedPlanner):
                     # harder than the constant-acceleration heuristic needs (a cut-in at a
                     # similar speed), blend towards CAH instead of over-reacting
                     a_l = min(acc_all[j][k], a_max)
-                    if v_l * (v - v_l) <= -2.0 * g * a_l:
-                        den = v_l * v_l - 2.0 * g * a_l
-                        a_cah = v * v * a_l / den if den > 1e-6 else a_l
+                    if a_l < 0.0 and v_l * (v - v_l) <= -2.0 * g * a_l:
+                        # it stops before the ego would reach it: match its stopping point
+                        a_cah = v * v * a_l / (v_l * v_l - 2.0 * g * a_l)
                     else:
                         dv = v - v_l if v > v_l else 0.0
                         a_cah = a_l - dv * dv / (2.0 * g)

@@ -735,3 +735,15 @@ def test_yield_wall_that_flickers_is_held_then_released():
     _plan(base, planner)
     gone = _plan(_at(dataclasses.replace(base, agents=[]), base.timestamp + 0.1), planner)
     assert gone.decision.longitudinal != LongitudinalDecision.YIELD
+
+
+def test_acc_heuristic_still_stops_behind_a_lead_braking_to_a_standstill():
+    """The ACC blend must not cap braking once the lead is predicted to stand still: the plan
+    stops behind where a lead braking at 6 m/s^2 comes to rest."""
+    lead = make_agent("lead", 34.0, 0.0, 0.0, 2.0)
+    t = np.arange(-0.5, 0.01, 0.1)
+    lead.history = np.stack([t, 34.0 + 2.0 * t, 0 * t, 0 * t, 2.0 - 6.0 * t], axis=1)
+    out = _plan(make_scene(_one_lane(), ego_speed_mps=15.0, agents=[lead]))
+    rest = lead.x - lead.length / 2 + 2.0**2 / (2 * 6.0)  # rear bumper at standstill
+    assert out.trajectory.xy[:, 0].max() + EGO_FRONT_M < rest
+    assert out.trajectory.speed[-1] < 0.5
