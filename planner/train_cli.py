@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -78,9 +79,11 @@ def register(registry: CommandRegistry) -> None:
         result = train_sft(
             cfg, resume=resume, resume_from=resume_from, stop_after_steps=stop_after_steps
         )
+        if os.environ.get("RANK", "0") != "0":
+            return  # under torchrun rank 0 reports
         if result.final_checkpoint is None:
             typer.echo(f"stopped after step {result.steps}; state in {result.out_dir}/resume")
-        if result.final_checkpoint is not None:
+        else:
             typer.echo(
                 f"trained {result.steps} steps in {result.seconds / 60:.1f} min; "
                 f"checkpoint {result.final_checkpoint}"
