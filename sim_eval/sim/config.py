@@ -25,6 +25,9 @@ class FollowerConfig:
     preview_s: float = 0.1  # speed/accel target taken this far ahead on the plan
     stop_speed_mps: float = 0.3  # plan speeds below this count as "hold still"
     stop_horizon_s: float = 1.0  # ... when the plan is still below it this much later
+    stop_time_constant_s: float = 0.5  # holding still brakes at speed / this (m/s^2)
+    stop_min_decel_mps2: float = 0.8  # ... but at least this
+    stop_snap_speed_mps: float = 0.05  # below this the rest is braked in one step
 
 
 @dataclass

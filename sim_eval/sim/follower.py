@@ -121,10 +121,20 @@ class TrajectoryFollower:
         # that starts from standstill is slow in its first tenths of a second
         v_soon = float(np.interp(tau + cfg.stop_horizon_s, plan.times, plan.speed))
         if max(v_ref, v_soon) < cfg.stop_speed_mps and state.speed < cfg.stop_speed_mps + 0.5:
-            # hold still: brake what is left (the speed clamp at 0 keeps the car from reversing)
+            # hold still: brake what is left proportionally to the speed (time constant
+            # `stop_time_constant_s`, at least `stop_min_decel_mps2`) so the last tenths of a
+            # m/s fade out instead of being braked at the vehicle limit in one step (a jerk
+            # spike that failed the comfort bounds of every stop); under
+            # `stop_snap_speed_mps` the remainder goes in one step. The speed clamp at 0
+            # keeps the car from reversing.
             self._integral = 0.0
             self._prev_error = None
-            return -self.limits.max_decel_mps2 if state.speed > 0 else 0.0
+            if state.speed <= 0.0:
+                return 0.0
+            if state.speed < cfg.stop_snap_speed_mps:
+                return -state.speed / dt
+            decel = max(state.speed / cfg.stop_time_constant_s, cfg.stop_min_decel_mps2)
+            return -min(decel, state.speed / dt, self.limits.max_decel_mps2)
         error = v_ref - state.speed
         self._integral = float(
             np.clip(

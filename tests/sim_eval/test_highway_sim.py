@@ -387,3 +387,20 @@ def test_route_length_is_the_lane_arc_length_and_stop_lines_span_the_lanes():
     ys = sorted(line.points[:, 1])
     assert np.allclose(line.points[:, 0], 90.0) and ys == pytest.approx([-6.0, 2.0])
     assert line.lane_ids == ("a>b>0", "a>b>1") and line.light_id == "L1"
+
+
+def test_holding_still_fades_the_last_speed_out_instead_of_braking_at_the_limit():
+    # A plan that stops, taken over at 0.6 m/s: the follower brakes what is left at a
+    # speed-proportional rate (never the 9 m/s^2 vehicle limit, which broke the comfort jerk
+    # bound at every stop) and still comes to a full stop within a second, without reversing.
+    limits = VehicleLimits()
+    follower = TrajectoryFollower(FollowerConfig(), limits)
+    follower.submit(Trajectory.stationary(), EgoState(t=0.0, x=0.0, y=0.0, yaw=0.0, speed=0.6), 0.0)
+    v, dt, commands = 0.6, 0.1, []
+    for k in range(10):
+        a, _ = follower.control(k * dt, ControlState(0.0, 0.0, 0.0, v), dt)
+        commands.append(a)
+        v = max(0.0, v + a * dt)
+    assert v == 0.0
+    assert max(abs(a) for a in commands) <= 1.5
+    assert commands[-1] == 0.0  # stopped: nothing more to brake
