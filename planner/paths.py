@@ -38,3 +38,18 @@ def config_root() -> Path:
 def config_path(*parts: str) -> Path:
     """Path of a shipped config file, e.g. config_path('scenarios', 'smoke.yaml')."""
     return config_root().joinpath(*parts)
+
+
+def resolve_config_file(path: str | Path) -> Path:
+    """A config path as the user wrote it: as is when it exists, else a relative
+    `configs/...` path is looked up among the shipped configs (so commands work outside the
+    repository root and from an installed wheel)."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    parts = p.parts
+    if parts and parts[0] == "configs":
+        shipped = config_root().joinpath(*parts[1:])
+        if shipped.exists():
+            return shipped
+    return p

@@ -59,6 +59,7 @@ from planner.model.checkpoint import CheckpointError, load_checkpoint, save_chec
 from planner.model.config import LossConfig, ModelConfig
 from planner.model.tokenizer import CocTokenizer, template_corpus, train_tokenizer
 from planner.model.vla import VLAModel, parameter_count
+from planner.paths import resolve_config_file
 from planner.types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -126,16 +127,18 @@ class TrainConfig:
 def load_train_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> TrainConfig:
+    path = resolve_config_file(path) if path is not None else None
     return load_config(TrainConfig, path, overrides).validate()
 
 
 def load_model_config(cfg: TrainConfig) -> ModelConfig:
     """The model config file + `model_overrides`, with the training loss settings applied."""
-    path = Path(cfg.model_config)
+    path = resolve_config_file(cfg.model_config)
     if not path.is_file():
         raise UserError(
             f"model config {str(path)!r} does not exist: set model_config to a YAML such as "
-            "configs/model/tiny.yaml (paths are relative to the working directory)"
+            "configs/model/tiny.yaml (relative paths: the working directory, then the shipped "
+            "configs)"
         )
     mcfg = load_config(ModelConfig, path, cfg.model_overrides)
     data = to_dict(mcfg)

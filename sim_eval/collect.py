@@ -48,6 +48,7 @@ from planner.executor import make_executor, run_resumable
 from planner.features import build_planner_input
 from planner.geometry import world_to_ego_xy
 from planner.io import JsonlResults, atomic_write_json, atomic_write_text, dumps
+from planner.paths import config_path
 from planner.sensors import SensorRig, SensorRigConfig, load_sensor_config
 from planner.types import (
     EGO_T,
@@ -71,7 +72,7 @@ from sim_eval.sim.config import SimConfig, load_sim_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_COLLECT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "collect.yaml"
+DEFAULT_COLLECT_CONFIG = config_path("data", "collect.yaml")
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.yaml"
 EPISODES_FILE = "episodes.jsonl"

@@ -52,6 +52,7 @@ from planner.metrics import (
     plan_collision,
     plan_offroad,
 )
+from planner.paths import config_path
 from planner.types import (
     EGO_X,
     EGO_Y,
@@ -65,7 +66,7 @@ from sim_eval.stats import MetricSpec, StatsConfig, aggregate
 
 log = logging.getLogger(__name__)
 
-CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "eval" / "open_loop.yaml"
+CONFIG_PATH = config_path("eval", "open_loop.yaml")
 WINDOWS_FILE = "windows.jsonl"
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.json"

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from planner.errors import UserError
+from planner.paths import config_path
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class ScenarioSpec:
 
 
 # ---- suites -------------------------------------------------------------------------------
-SUITES_DIR = Path(__file__).resolve().parents[1] / "configs" / "scenarios"
+SUITES_DIR = config_path("scenarios")
 FAMILY_DEFAULTS_FILE = "families.yaml"  # per-family parameter defaults, not a suite
 DEFAULT_DURATION_S = 20.0
 MAX_DURATION_S = 20.0  # every episode fits in 20 s of simulated time

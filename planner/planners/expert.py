@@ -52,6 +52,7 @@ import numpy as np
 
 from planner.base import PrivilegedPlanner
 from planner.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
+from planner.paths import config_path
 from planner.planners.expert_config import ExpertConfig
 from planner.planners.expert_map import (
     MapIndex,
@@ -80,7 +81,7 @@ from planner.types import (
 
 log = logging.getLogger(__name__)
 
-CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "planners" / "expert.yaml"
+CONFIG_PATH = config_path("planners", "expert.yaml")
 
 __all__ = ["CONFIG_PATH", "ExpertConfig", "ExpertPlanner", "load_expert_config"]
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.config import load_config
+from planner.paths import config_path
 
-DEFAULT_SIM_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sim.yaml"
+DEFAULT_SIM_CONFIG = config_path("sim.yaml")
 
 
 @dataclass

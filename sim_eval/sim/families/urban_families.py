@@ -35,6 +35,7 @@ from highway_env.road.lane import AbstractLane, CircularLane, LineType, Straight
 from highway_env.road.road import RoadNetwork
 
 from planner.config import load_config
+from planner.paths import config_path
 from planner.taxonomy import AgentClass, Command
 from planner.types import StopLine
 from sim_eval.sim.convert import stop_line_across
@@ -66,9 +67,7 @@ from sim_eval.sim.vulnerable import (
     VulnerableConfig,
 )
 
-DEFAULT_URBAN_TRAFFIC_CONFIG = (
-    Path(__file__).resolve().parents[3] / "configs" / "urban_traffic.yaml"
-)
+DEFAULT_URBAN_TRAFFIC_CONFIG = config_path("urban_traffic.yaml")
 LANE_WIDTH_M = AbstractLane.DEFAULT_WIDTH  # 4 m
 EGO_ARM = 1  # the arm at highway-env angle 90 deg (+y down): REP-103 south
 SPAWN_PERIOD_S = 1.0  # new background cars are considered once per simulated second
