@@ -92,6 +92,8 @@ class OpenLoopReportConfig:
 class OpenLoopConfig:
     data: str = ""  # a path (format detected) or FORMAT:PATH; a dataset folder of shards
     planner: str = "const-vel"  # a planner name or a checkpoint path
+    # options of a checkpoint planner, e.g. {"mode": "fast", "num_threads": 1}
+    planner_options: dict[str, Any] = field(default_factory=dict)
     k: int = 6  # sampled plans per window (minADE_k) where the planner samples
     stride_s: float = 0.5  # windows every this many seconds (nuScenes 2 Hz keyframes)
     limit: int = 0  # evaluate at most this many windows (0 = all)
@@ -364,7 +366,7 @@ def build_planner(cfg: OpenLoopConfig):
 
     if cfg.planner in BUILTIN_PLANNERS:
         return make_planner(cfg.planner)
-    return make_planner(cfg.planner, samples=cfg.k)
+    return make_planner(cfg.planner, **{"samples": cfg.k, **cfg.planner_options})
 
 
 def _renderer(state: dict[str, Any], cfg: OpenLoopConfig):

@@ -310,3 +310,17 @@ def test_failing_windows_are_recorded_counted_and_retried(tmp_path, monkeypatch)
     assert first.summary["windows_evaluated"] == len(first.records) - len(failed)
     again = run_open_loop(cfg, tmp_path / "f", report=False)
     assert again.summary["timing"]["windows_new"] == len(failed)
+
+
+def test_checkpoint_planner_gets_its_options_and_k():
+    # `planner_options` reaches a checkpoint planner (e.g. fast mode for the 1,000-window
+    # benchmark); k sets its sample count
+    from pathlib import Path
+
+    from sim_eval.open_loop import OpenLoopConfig, build_planner
+
+    ckpt = Path(__file__).resolve().parents[2] / "planner" / "assets" / "checkpoints" / "tiny"
+    planner = build_planner(
+        OpenLoopConfig(planner=str(ckpt), planner_options={"mode": "fast"}, k=2)
+    )
+    assert planner.options.mode == "fast" and planner.options.samples == 2
