@@ -1452,6 +1452,20 @@ class ExpertPlanner(PrivilegedPlanner):
         ego = scene.ego
         s_front = path.s_ego + self._front
         out: list[_Constraint] = []
+
+        def leader(i: int, f: CausalFactor) -> _Constraint:
+            """Object i followed as the lead (in the ego lane, or cutting into it)."""
+            return _Constraint(
+                float(objs.s_min[i]),
+                float(max(0.0, objs.v_along[i])),
+                float(objs.accel[i]),
+                cfg.idm_min_gap_m,
+                cfg.idm_time_headway_s,
+                LongitudinalDecision.LEAD_OBSTACLE_FOLLOWING,
+                (f,),
+                "leader",
+            )
+
         half = 0.5 * ego.width + cfg.corridor_margin_m
         SF, YL = LongitudinalDecision.STOP_FOR_STATIC_CONSTRAINTS, LongitudinalDecision.YIELD
 
@@ -1547,18 +1561,7 @@ class ExpertPlanner(PrivilegedPlanner):
                     f"{'slower ' if objs.v_along[i] < v - 0.5 else ''}"
                     f"{_KIND_NAME[a.agent_class]} ahead in the ego lane",
                 )
-                out.append(
-                    _Constraint(
-                        float(objs.s_min[i]),
-                        float(max(0.0, objs.v_along[i])),
-                        float(objs.accel[i]),
-                        cfg.idm_min_gap_m,
-                        cfg.idm_time_headway_s,
-                        LongitudinalDecision.LEAD_OBSTACLE_FOLLOWING,
-                        (f,),
-                        "leader",
-                    )
-                )
+                out.append(leader(i, f))
                 continue
             v_lat = float(objs.v_lat[i])
             approach = -v_lat if centre > 0 else v_lat
@@ -1574,18 +1577,7 @@ class ExpertPlanner(PrivilegedPlanner):
                 # path bends (ramps, curves), so it must be heading off its lane towards us
                 if t_in <= cfg.cut_in_horizon_s and self._leaving_lane_towards(a, centre):
                     f = self._factor(path, objs, i, v, f"{_KIND_NAME[a.agent_class]} cutting in")
-                    out.append(
-                        _Constraint(
-                            float(objs.s_min[i]),
-                            float(max(0.0, objs.v_along[i])),
-                            float(objs.accel[i]),
-                            cfg.idm_min_gap_m,
-                            cfg.idm_time_headway_s,
-                            LongitudinalDecision.LEAD_OBSTACLE_FOLLOWING,
-                            (f,),
-                            "leader",
-                        )
-                    )
+                    out.append(leader(i, f))
                 continue
             if not is_vru and self._on_other_lane(a, path):
                 # a vehicle on a lane of the map: the conflict check follows its lanes; a
