@@ -131,6 +131,9 @@ class LossConfig:
     trajectory_token_weight: float = 0.5  # LM cross-entropy on the discrete trajectory tokens
     flow_weight: float = 1.0  # flow-matching velocity MSE
     expert_stop_gradient: bool = False  # detach the LM's K/V before the expert sees them
+    # (t, eps) draws per sample: the expert's pass is cheap next to the LM's, so several
+    # draws per LM pass cut the flow gradient's variance at little cost (planner/model/flow.py)
+    flow_samples: int = 1
 
 
 @dataclass
@@ -240,6 +243,11 @@ class ModelConfig:
             raise ConfigError("flow.euler_steps and inference.samples must be >= 1")
         if self.backbone.kind not in ("tiny", "hf"):
             raise ConfigError(f"backbone.kind={self.backbone.kind!r}: use tiny or hf")
+        if self.loss.flow_samples < 1:
+            raise ConfigError(
+                f"loss.flow_samples={self.loss.flow_samples}: use 1 or more (t, eps) draws per "
+                "sample"
+            )
         return self
 
 

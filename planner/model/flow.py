@@ -53,12 +53,26 @@ def flow_matching_loss(
     a: float,
     b: float,
     generator: torch.Generator | None = None,
+    samples: int = 1,
 ) -> torch.Tensor:
-    """Mean squared error between the predicted and target velocity (scalar)."""
+    """Mean squared error between the predicted and target velocity (scalar).
+
+    samples > 1 draws that many (t, eps) pairs per row of x: velocity_fn then sees a batch of
+    B * samples rows, row i * samples + j belonging to x[i] (repeat_interleave order), and
+    must expand its conditioning the same way (`repeat_rows`)."""
+    if samples < 1:
+        raise ValueError(f"flow samples must be >= 1, got {samples}")
+    if samples > 1:
+        x = x.repeat_interleave(samples, dim=0)
     t = sample_time(x.shape[0], a, b, generator).to(x.device)
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     x_t = interpolate(x, eps, t)
     return torch.mean((velocity_fn(x_t, t) - velocity_target(x, eps)) ** 2)
+
+
+def repeat_rows(tensor: torch.Tensor, samples: int, dim: int = 0) -> torch.Tensor:
+    """Repeat each row `samples` times along `dim` (the order flow_matching_loss uses)."""
+    return tensor if samples == 1 else tensor.repeat_interleave(samples, dim=dim)
 
 
 def euler_times(steps: int) -> np.ndarray:

@@ -462,6 +462,11 @@ class HFVLAModel(nn.Module):
         if loss_cfg.expert_stop_gradient:
             k, v = k.detach(), v.detach()
         offset = p + context_len + self.rope_delta
+        n_flow = loss_cfg.flow_samples
+        if n_flow > 1:  # several (t, eps) draws per sample share its LM pass
+            k, v = flow.repeat_rows(k, n_flow, 1), flow.repeat_rows(v, n_flow, 1)
+            context_mask = flow.repeat_rows(context_mask, n_flow)
+            offset = flow.repeat_rows(offset, n_flow)
 
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self._expert(x_t, t, k, v, context_mask, offset)
@@ -474,6 +479,7 @@ class HFVLAModel(nn.Module):
             self.cfg.flow.time_beta_a,
             self.cfg.flow.time_beta_b,
             generator,
+            samples=n_flow,
         )
         return weighted_loss(loss_cfg, reasoning_loss, trajectory_token_loss, flow_loss)
 

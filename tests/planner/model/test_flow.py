@@ -70,3 +70,29 @@ def test_bimodal_distribution_recovers_both_modes() -> None:
     near_neg = ((samples + 2.0).abs() < 0.5).float().mean().item()
     assert 0.35 < near_pos < 0.65 and 0.35 < near_neg < 0.65, (near_pos, near_neg)
     assert near_pos + near_neg > 0.85  # little mass between the modes
+
+
+def test_several_draws_per_sample_keep_each_rows_data() -> None:
+    """flow_samples > 1: velocity_fn sees B * n rows in repeat_interleave order; the exact
+    velocity of each row's own data gives zero loss, a shuffled order does not."""
+    x = torch.arange(4, dtype=torch.float32)[:, None, None].expand(4, 3, 2).contiguous()
+    n = 3
+    x_rep = flow.repeat_rows(x, n)
+
+    def exact(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        assert x_t.shape == (4 * n, 3, 2)
+        return (x_rep - x_t) / (1.0 - t)[:, None, None]  # x - eps, since x_t = t x + (1-t) eps
+
+    def wrong_order(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (x.repeat(n, 1, 1) - x_t) / (1.0 - t)[:, None, None]
+
+    gen = torch.Generator().manual_seed(0)
+    assert float(flow.flow_matching_loss(exact, x, 1.5, 1.0, gen, samples=n)) < 1e-6
+    gen = torch.Generator().manual_seed(0)
+    assert float(flow.flow_matching_loss(wrong_order, x, 1.5, 1.0, gen, samples=n)) > 0.1
+    try:
+        flow.flow_matching_loss(exact, x, 1.5, 1.0, gen, samples=0)
+    except ValueError as exc:
+        assert "flow samples" in str(exc)
+    else:
+        raise AssertionError("samples=0 was accepted")

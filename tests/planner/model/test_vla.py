@@ -221,6 +221,27 @@ def test_expert_stop_gradient(parts, stop_gradient) -> None:
         assert lm_grad.abs().sum() > 0 and vision_grad.abs().sum() > 0
 
 
+def test_several_flow_draws_equal_a_batch_of_repeated_samples(parts) -> None:
+    """loss.flow_samples=n on a batch equals flow_samples=1 on the batch with each sample
+    repeated n times (same generator): the draws share one LM pass, nothing else changes."""
+    _, tok, _ = parts
+    n = 3
+    exs = [
+        B.make_example(planner_input(cfg_), np.full((64, 2), a), "Hold the speed.", tok, cfg_)
+        for cfg_, a in ((tiny_config(), 0.01), (tiny_config(), -0.5))
+    ]
+    many = tiny_model(tiny_config(f"loss.flow_samples={n}"), tok).eval()
+    one = tiny_model(tiny_config(), tok).eval()
+    one.load_state_dict(many.state_dict())
+    loss_n, logs_n = many(B.collate(exs, tok.pad_id), torch.Generator().manual_seed(5))
+    repeated = [e for e in exs for _ in range(n)]
+    loss_1, logs_1 = one(B.collate(repeated, tok.pad_id), torch.Generator().manual_seed(5))
+    assert abs(logs_n["flow_mse"] - logs_1["flow_mse"]) < 1e-5
+    assert abs(float(loss_n.detach()) - float(loss_1.detach())) < 1e-4
+    with pytest.raises(Exception, match="flow_samples"):
+        tiny_config("loss.flow_samples=0")
+
+
 def test_example_from_dataset_record(parts) -> None:
     from planner.data.shards import ShardRecord
 
