@@ -144,7 +144,12 @@ class InferenceConfig:
     decoding: str = "greedy"  # greedy | top_p
     top_p: float = 0.9
     temperature: float = 1.0
-    samples: int = 1  # k trajectories (minADE_k); the first is the plan
+    samples: int = 1  # k trajectories (minADE_k)
+    # The plan from the k samples: "first" (one flow sample) or "mean" (the mean of the k
+    # samples' controls). All k share the prompt, and with greedy decoding the reasoning, so
+    # "mean" estimates the conditional mean of the action given that reasoning: lower L2 error
+    # than one draw when the expert's spread is noise around one decision.
+    plan: str = "first"
     max_reasoning_tokens: int = 40
     seed: int = 0
     backend: str = "torch"
@@ -239,6 +244,8 @@ class ModelConfig:
                 f"inference.max_reasoning_tokens={inf.max_reasoning_tokens} exceeds "
                 f"lm.max_reasoning_tokens={lm.max_reasoning_tokens} (the KV cache size)"
             )
+        if inf.plan not in ("first", "mean"):
+            raise ConfigError(f"inference.plan={inf.plan!r}: use first or mean")
         if self.flow.euler_steps < 1 or inf.samples < 1:
             raise ConfigError("flow.euler_steps and inference.samples must be >= 1")
         if self.backbone.kind not in ("tiny", "hf"):

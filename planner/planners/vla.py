@@ -1,8 +1,8 @@
 """The learned planner: a VLA checkpoint behind the one `Planner` interface.
 
 Non-privileged: it sees only the PlannerInput (cameras, ego history, route). Each `plan` call
-runs the shared host loop (planner/runner.py), integrates the first sample's controls with
-`Trajectory.from_controls`, parses the reasoning into a `Decision` and reports per-stage
+runs the shared host loop (planner/runner.py), integrates the first sample's controls (or,
+with `plan="mean"`, the mean of the k samples' controls) with `Trajectory.from_controls`, parses the reasoning into a `Decision` and reports per-stage
 timings (ms): vision, prefill, decode, denoise, total.
 """
 
@@ -40,6 +40,7 @@ class VLAPlanner(Planner):
         *,
         mode: str | None = None,
         samples: int | None = None,
+        plan: str | None = None,
         euler_steps: int | None = None,
         max_reasoning_tokens: int | None = None,
         decoding: str | None = None,
@@ -58,6 +59,9 @@ class VLAPlanner(Planner):
             decoding=decoding,
             top_p=top_p,
         )
+        self.plan_from = config.inference.plan if plan is None else str(plan)
+        if self.plan_from not in ("first", "mean"):
+            raise UserError(f"plan={self.plan_from!r}: use first or mean")
         if self.options.mode == "explain":
             raise UserError(
                 "mode 'explain' produces reasoning without a trajectory, so it cannot drive: use "
@@ -71,7 +75,8 @@ class VLAPlanner(Planner):
         self.last_guard: GuardVerdict | None = None
         self.seed = config.inference.seed if seed is None else int(seed)
         self.last_result: RunResult | None = None
-        # All k sampled trajectories of the last call (the plan is the first): minADE_k.
+        # All k sampled trajectories of the last call (minADE_k); the plan is the first, or
+        # with plan="mean" the trajectory of the mean controls.
         self.last_trajectories: list[Trajectory] = []
         self.reset()
 
@@ -125,6 +130,9 @@ class VLAPlanner(Planner):
             Trajectory.from_controls(c[:, 0], c[:, 1], v0) for c in result.controls
         ]
         trajectory = self.last_trajectories[0]
+        if self.plan_from == "mean" and len(result.controls) > 1:
+            c = result.controls.mean(axis=0)
+            trajectory = Trajectory.from_controls(c[:, 0], c[:, 1], v0)
         reasoning = None
         if self.options.mode == "full":
             text = result.reasoning[0]

@@ -173,6 +173,25 @@ def test_planner_returns_trajectory_reasoning_and_timings(parts) -> None:
     assert fast.reasoning is None and "denoise" in fast.timings_ms
 
 
+def test_mean_plan_is_the_mean_of_the_k_samples(parts) -> None:
+    """plan="mean": the plan integrates the mean of the k samples' controls (same draws as
+    plan="first", whose plan is the first sample); an unknown choice is refused."""
+    cfg, tok, model = parts
+    first = VLAPlanner(TorchBackend(model), cfg, tok, samples=4, max_reasoning_tokens=2)
+    mean = VLAPlanner(TorchBackend(model), cfg, tok, samples=4, max_reasoning_tokens=2, plan="mean")
+    out_first, out_mean = first.plan(planner_input(cfg)), mean.plan(planner_input(cfg))
+    controls = mean.last_result.controls
+    assert np.allclose(controls, first.last_result.controls)
+    want = Trajectory.from_controls(controls.mean(axis=0)[:, 0], controls.mean(axis=0)[:, 1], 8.0)
+    assert np.allclose(out_mean.trajectory.xy, want.xy)
+    assert np.allclose(out_first.trajectory.xy, first.last_trajectories[0].xy)
+    assert not np.allclose(out_mean.trajectory.xy, out_first.trajectory.xy)
+    with pytest.raises(Exception, match="first or mean"):
+        VLAPlanner(TorchBackend(model), cfg, tok, plan="median")
+    with pytest.raises(Exception, match="first or mean"):
+        tiny_config("inference.plan=median")
+
+
 def test_planner_input_errors(parts) -> None:
     cfg, tok, model = parts
     planner = VLAPlanner(TorchBackend(model), cfg, tok, max_reasoning_tokens=2)
