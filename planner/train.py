@@ -408,6 +408,10 @@ def validate(
     errs: dict[str, list[tuple[float, float]]] = defaultdict(list)
     pairs = []
     max_tokens = min(mcfg.inference.max_reasoning_tokens, mcfg.lm.max_reasoning_tokens)
+    # A model configured to drive on the mean of k samples (inference.plan=mean) is also
+    # scored on that plan (`<mode>_mean<k>` keys); the plain keys are always one flow draw.
+    k_samples = mcfg.inference.samples if mcfg.inference.plan == "mean" else 1
+    plan_mean = k_samples > 1
     for i in picks:
         rec = val.record(int(i))
         item = D.to_tensors(rec)
@@ -422,13 +426,22 @@ def validate(
         errs["const_velocity"].append(_ade_fde(cv, gt, valid, cfg.val_horizon_s))
         for mode in ("full", "fast"):
             opts = RunOptions(
-                mode=mode, euler_steps=cfg.val_euler_steps, max_reasoning_tokens=max_tokens
+                mode=mode,
+                euler_steps=cfg.val_euler_steps,
+                max_reasoning_tokens=max_tokens,
+                samples=k_samples,
             )
             rng = np.random.default_rng(int(i))
             result = runner.run(prompt, opts, rng)
-            c = result.controls[0]
+            c = result.controls[0]  # the first sample equals a 1-sample run with this rng
             traj = Trajectory.from_controls(c[:, 0], c[:, 1], v0, validate=False)
             errs[mode].append(_ade_fde(traj.xy, gt, valid, cfg.val_horizon_s))
+            if plan_mean:
+                c = result.controls.mean(axis=0)
+                traj = Trajectory.from_controls(c[:, 0], c[:, 1], v0, validate=False)
+                errs[f"{mode}_mean{k_samples}"].append(
+                    _ade_fde(traj.xy, gt, valid, cfg.val_horizon_s)
+                )
             label = rec.label or {}
             if mode == "full" and label.get("valid", False) and label.get("decision"):
                 pairs.append((label["decision"], parse_reasoning(result.reasoning[0])))
@@ -440,7 +453,7 @@ def validate(
             out[f"ade_{h}_{name}"] = float(np.nanmean(arr[:, 0]))
             out[f"fde_{h}_{name}"] = float(np.nanmean(arr[:, 1]))
     base = out.get(f"ade_{h}_const_velocity")
-    for mode in ("full", "fast"):
+    for mode in ("full", "fast", f"full_mean{k_samples}", f"fast_mean{k_samples}"):
         if base and f"ade_{h}_{mode}" in out:
             out[f"ade_{h}_{mode}_vs_const_velocity"] = out[f"ade_{h}_{mode}"] / base
     out.update(decision_accuracy(pairs))

@@ -37,6 +37,9 @@ Examples:
   cocdrive train eval --checkpoint planner/assets/checkpoints/tiny
 
   cocdrive train eval --checkpoint runs/sft/tiny/final -o val_max_samples=500 --out val.json
+
+  # also score the plan that is the mean of 6 flow samples (keys ade_3s_full_mean6, ...)
+  cocdrive train eval --checkpoint runs/sft/tiny/final -m inference.samples=6 -m inference.plan=mean
 """
 
 
@@ -102,6 +105,12 @@ def register(registry: CommandRegistry) -> None:
         override: list[str] = typer.Option(
             [], "--override", "-o", help="Config override key.sub=value (repeatable)."
         ),
+        model_override: list[str] = typer.Option(
+            [],
+            "--model-override",
+            "-m",
+            help="Inference key of the checkpoint's model config, e.g. inference.samples=6.",
+        ),
         threads: int = typer.Option(1, "--threads", min=0, help="torch threads (0: keep)."),
         out: Path | None = typer.Option(None, "--out", help="Write the metrics JSON here."),
     ) -> None:
@@ -116,7 +125,7 @@ def register(registry: CommandRegistry) -> None:
         if threads > 0:
             torch.set_num_threads(threads)
         cfg = load_train_config(config, override)
-        ckpt = load_checkpoint(checkpoint)
+        ckpt = load_checkpoint(checkpoint, model_override)
         root = Path(cfg.data_dir).expanduser()
         if not root.is_dir():
             raise UserError(f"dataset folder {str(root)!r} does not exist: set -o data_dir=...")

@@ -25,6 +25,7 @@ from planner.train import (
     load_train_config,
     lr_factor,
     train_sft,
+    validate,
 )
 from planner.types import Decision
 from tests.planner.data.test_shards import make_sample
@@ -120,6 +121,16 @@ def test_loss_falls_and_final_checkpoint_loads(dataset, model_yaml, tmp_path):
     assert np.isfinite(result.val["ade_3s_full"]) and np.isfinite(result.val["ade_3s_fast"])
     assert 0.0 <= result.val["decision_acc_macro"] <= 1.0
     assert (tmp_path / "run" / "metrics.jsonl").is_file()
+    # a model set to drive on the mean of k draws is also scored on that plan; the plain keys
+    # stay one draw (the first sample of a k-sample run equals a 1-sample run)
+    from planner.data.dataset import CocDataset
+
+    mean3 = load_checkpoint(result.final_checkpoint, ["inference.samples=3", "inference.plan=mean"])
+    val = validate(mean3.model, mean3.tokenizer, CocDataset(dataset, "val"), cfg)
+    assert val["ade_3s_full"] == pytest.approx(result.val["ade_3s_full"], abs=1e-6)
+    assert np.isfinite(val["ade_3s_full_mean3"]) and np.isfinite(val["ade_3s_fast_mean3"])
+    assert val["ade_3s_full_mean3"] != val["ade_3s_full"]
+    assert "ade_3s_full_mean3_vs_const_velocity" in val
 
 
 def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, model_yaml, tmp_path):
