@@ -123,7 +123,7 @@ def route_features(route_xy: np.ndarray, cfg: ModelConfig) -> np.ndarray:
         r = np.zeros((1, 2))
     if len(r) < cfg.route_points:
         r = np.concatenate([r, np.repeat(r[-1:], cfg.route_points - len(r), axis=0)])
-    r = r[: cfg.route_points] / cfg.normalization.route_scale_m
+    r = r[: cfg.route_points] / np.array(cfg.normalization.route_scales_m)
     tokens = cfg.route_points // cfg.route_points_per_token
     return r.reshape(tokens, 2 * cfg.route_points_per_token).astype(np.float32)
 

@@ -28,7 +28,7 @@ import yaml
 from planner.config import ConfigError, from_dict, to_dict
 from planner.errors import UserError
 from planner.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from planner.model.config import ModelConfig
+from planner.model.config import ModelConfig, NormalizationConfig
 from planner.model.tokenizer import CocTokenizer
 
 log = logging.getLogger(__name__)
@@ -236,9 +236,11 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint directory {str(root)!r} does not exist")
     meta = _read_meta(root)
     cfg = _read_config(root, overrides)
-    if meta.get("normalization") is not None and meta["normalization"] != to_dict(
-        cfg.normalization
-    ):
+    # Keys added to NormalizationConfig after a checkpoint was written read as their defaults.
+    saved_norm = meta.get("normalization")
+    if saved_norm is not None:
+        saved_norm = {**to_dict(NormalizationConfig()), **saved_norm}
+    if saved_norm is not None and saved_norm != to_dict(cfg.normalization):
         raise CheckpointError(
             f"checkpoint {str(root)!r}: normalisation stats in meta.json {meta['normalization']} "
             f"differ from config.yaml {to_dict(cfg.normalization)}; the model only works with "

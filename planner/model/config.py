@@ -99,6 +99,15 @@ class NormalizationConfig:
     position_scale_m: float = 20.0
     speed_scale_mps: float = 15.0
     route_scale_m: float = 50.0
+    # Lateral (y) scale of the route tokens: a 1 m offset from the route is 0.02 at the 50 m
+    # along-route scale, too faint a signal to steer back by. 0 = route_scale_m (checkpoints
+    # written before this key).
+    route_lateral_scale_m: float = 0.0
+
+    @property
+    def route_scales_m(self) -> tuple[float, float]:
+        """(x, y) divisors of the ego-frame route points."""
+        return self.route_scale_m, self.route_lateral_scale_m or self.route_scale_m
 
 
 @dataclass

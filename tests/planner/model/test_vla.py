@@ -290,6 +290,18 @@ def test_example_from_dataset_record(parts) -> None:
         B.example_from_record(record, tok, cfg)
 
 
+def test_route_tokens_scale_lateral_offsets_separately() -> None:
+    """route_lateral_scale_m divides y, route_scale_m x; 0 (older checkpoints) uses the one
+    along-route scale for both."""
+    route = np.stack([np.arange(1, 21) * 4.0, np.full(20, 1.0)], axis=1)  # 1 m left of the ego
+    both = B.route_features(route, tiny_config("normalization.route_lateral_scale_m=0"))
+    split = B.route_features(route, tiny_config("normalization.route_lateral_scale_m=5"))
+    assert both.shape == split.shape == (5, 8)
+    assert np.allclose(both[0, 1::2], 1.0 / 50.0) and np.allclose(split[0, 1::2], 1.0 / 5.0)
+    assert np.allclose(both[:, 0::2], split[:, 0::2])
+    assert np.isclose(split[0, 0], 4.0 / 50.0)
+
+
 def test_control_normalisation_and_trajectory_bins_round_trip() -> None:
     cfg = tiny_config()
     rng = np.random.default_rng(0)
