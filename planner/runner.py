@@ -293,21 +293,13 @@ class Runner:
         p_len, s_len = be.cache_geometry(cfg)
         timings: dict[str, float] = {}
 
-        t0 = time.perf_counter()
-        vision = be.encode_vision(prompt[B.CAMERAS][None])
-        timings["vision"] = (time.perf_counter() - t0) * 1e3
-
-        t0 = time.perf_counter()
-        one = {key: np.asarray(value)[None] for key, value in prompt.items() if key != B.CAMERAS}
-        k_cache, v_cache = be.empty_cache(1)
+        k_cache, v_cache = self._prefill(prompt, timings)
         slots = np.arange(s_len)
-        prefill_mask = (slots[None, :] <= np.arange(p_len)[:, None])[None]  # (1, P, S) causal
-        positions = np.arange(p_len, dtype=np.int64)[None]
-        _, k_cache, v_cache = be.prefill(vision, one, k_cache, v_cache, prefill_mask, positions)
+        t0 = time.perf_counter()
         if k > 1:  # the k samples share the prompt's cache
             k_cache = np.repeat(k_cache, k, axis=1)
             v_cache = np.repeat(v_cache, k, axis=1)
-        timings["prefill"] = (time.perf_counter() - t0) * 1e3
+        timings["prefill"] += (time.perf_counter() - t0) * 1e3
 
         length = np.full(k, p_len, dtype=np.int64)  # next free slot per sample
         valid = np.zeros((k, s_len), dtype=bool)
@@ -388,3 +380,75 @@ class Runner:
             timings["denoise"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = sum(timings.values())
         return RunResult(controls, texts, reasoning_ids, timings, k_cache, v_cache, valid.copy())
+
+    def _prefill(
+        self, prompt: dict[str, np.ndarray], timings: dict[str, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Vision + prompt into a fresh one-sample cache; adds the vision/prefill timings."""
+        be = self.backend
+        p_len, s_len = be.cache_geometry(self.cfg)
+        t0 = time.perf_counter()
+        vision = be.encode_vision(prompt[B.CAMERAS][None])
+        timings["vision"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        one = {key: np.asarray(value)[None] for key, value in prompt.items() if key != B.CAMERAS}
+        k_cache, v_cache = be.empty_cache(1)
+        slots = np.arange(s_len)
+        prefill_mask = (slots[None, :] <= np.arange(p_len)[:, None])[None]  # (1, P, S) causal
+        positions = np.arange(p_len, dtype=np.int64)[None]
+        _, k_cache, v_cache = be.prefill(vision, one, k_cache, v_cache, prefill_mask, positions)
+        timings["prefill"] = (time.perf_counter() - t0) * 1e3
+        return k_cache, v_cache
+
+    def action_log_prob(
+        self,
+        prompt: dict[str, np.ndarray],
+        controls: np.ndarray,
+        reasoning: str | None = None,
+    ) -> ActionLogProb:
+        """log p(trajectory tokens of `controls` | prompt, reasoning) under the language model.
+
+        The discrete trajectory tokens (accel and curvature bins of 4-step chunks, as trained
+        after `<traj>`) of the physical `controls` (64, 2) are teacher-forced after
+        `<cot> reasoning </cot> <traj>` (`reasoning=None`: the fast layout `<traj>`), in one
+        decode step over the prompt's cache: the action log-probability an RL stage needs
+        (the flow expert has no tractable likelihood). Reasoning longer than the cache budget
+        is an error, not a silent cut."""
+        cfg, tok, be = self.cfg, self.tokenizer, self.backend
+        norm = B.normalize_controls(controls, cfg.normalization)
+        if norm.shape != (cfg.plan_steps, 2):
+            raise UserError(f"controls must be ({cfg.plan_steps}, 2), got {norm.shape}")
+        bins = B.trajectory_bins(norm, cfg.trajectory_tokens)
+        traj_ids = B.trajectory_token_ids(norm, cfg.trajectory_tokens, tok)
+        if reasoning is None:
+            head = [tok.traj_id]
+        else:
+            r_ids = tok.encode(reasoning)
+            if len(r_ids) > cfg.lm.max_reasoning_tokens:
+                raise UserError(
+                    f"reasoning is {len(r_ids)} tokens, over the model's "
+                    f"lm.max_reasoning_tokens={cfg.lm.max_reasoning_tokens}"
+                )
+            head = [tok.cot_id, *r_ids, tok.end_cot_id, tok.traj_id]
+        tokens = np.array([[*head, *traj_ids[:-1].tolist()]], dtype=np.int64)
+        k_cache, v_cache = self._prefill(prompt, {})
+        p_len, s_len = be.cache_geometry(cfg)
+        t = tokens.shape[1]
+        pos = p_len + np.arange(t)[None]  # (1, T)
+        slots = np.arange(s_len)
+        mask = slots[None, None, :] <= pos[:, :, None]  # prompt + causal over the new tokens
+        logits, _, _ = be.decode_step(tokens, k_cache, v_cache, mask, pos)
+        z = logits[0, len(head) - 1 :].astype(np.float64)  # (2 * chunks, V): predict traj_ids
+        z -= z.max(axis=-1, keepdims=True)
+        log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        token_lp = log_probs[np.arange(len(traj_ids)), traj_ids]
+        return ActionLogProb(float(token_lp.sum()), token_lp, bins)
+
+
+@dataclass
+class ActionLogProb:
+    """`Runner.action_log_prob`: natural-log probabilities of an action's trajectory tokens."""
+
+    total: float  # sum over the 2 * chunks tokens
+    token_logprobs: np.ndarray  # (2 * chunks,): accel bin, curvature bin of chunk 0, 1, ...
+    bins: np.ndarray  # (chunks, 2) the bins scored (accel, curvature)

@@ -74,6 +74,41 @@ def test_cached_decoding_equals_full_recomputation(parts) -> None:
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("reasoning", ["Keep the lane on the clear road.", None])
+def test_action_log_prob_equals_full_recomputation(parts, reasoning) -> None:
+    """Runner.action_log_prob (one cached decode step) equals the log-softmax of a full
+    forward over prompt + text + trajectory tokens, token by token."""
+    cfg, tok, model = parts
+    inp = planner_input(cfg)
+    controls = np.stack([np.linspace(-1.0, 1.0, 64), np.full(64, 0.01)], axis=1)
+    result = Runner(TorchBackend(model), cfg, tok).action_log_prob(
+        B.prompt_arrays(inp, cfg), controls, reasoning
+    )
+    norm = B.normalize_controls(controls, cfg.normalization)
+    traj = B.trajectory_token_ids(norm, cfg.trajectory_tokens, tok)
+    head = (
+        [tok.traj_id]
+        if reasoning is None
+        else [tok.cot_id, *tok.encode(reasoning), tok.end_cot_id, tok.traj_id]
+    )
+    prompt = _prompt_tensors(cfg, inp)
+    vision = model.encode_vision(prompt[B.CAMERAS])
+    x = model.prompt_embeddings(
+        vision, prompt[B.EGO_HISTORY], prompt[B.ROUTE], prompt[B.COMMAND], prompt[B.SPEED_LIMIT]
+    )
+    x = torch.cat([x, model.lm.embed(torch.tensor([[*head, *traj.tolist()]]))], dim=1)
+    positions = torch.arange(x.shape[1])[None]
+    hidden, _, _ = model.lm.run(x, positions, causal_mask(positions))
+    first = cfg.prompt_tokens + len(head) - 1  # hidden here predicts the first bin
+    logp = torch.log_softmax(model.lm.head(hidden[0, first : first + len(traj)]).double(), -1)
+    want = logp[torch.arange(len(traj)), torch.from_numpy(traj)].numpy()
+    np.testing.assert_allclose(result.token_logprobs, want, atol=1e-4)
+    assert result.token_logprobs.shape == (2 * cfg.trajectory_tokens.chunks,)
+    assert result.total == pytest.approx(float(want.sum()), abs=1e-3)
+    assert result.bins.shape == (cfg.trajectory_tokens.chunks, 2)
+
+
+@torch.no_grad()
 def test_padded_cache_equals_unpadded(parts) -> None:
     cfg, tok, model = parts
     text = [tok.cot_id, *tok.encode("Come to a stop."), tok.end_cot_id, tok.traj_id]
