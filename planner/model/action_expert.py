@@ -19,13 +19,22 @@ from planner.model.config import ActionExpertConfig, LanguageModelConfig
 from planner.model.lm import Attention, SwiGLU, rope_angles, rope_inverse_frequencies
 
 
-def fourier_time_features(t: torch.Tensor, pairs: int, max_period: float) -> torch.Tensor:
-    """(B,) times in [0, 1] -> (B, 2 * pairs) sin/cos features, periods log-spaced from
-    1/`max_period` ... 1 (transformer-style sinusoidal embedding, scaled for t in [0, 1])."""
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(pairs, dtype=torch.float32, device=t.device) / pairs
-    )
-    angles = 2.0 * math.pi * max_period * t.to(torch.float32)[:, None] * freqs[None]
+def fourier_time_features(
+    t: torch.Tensor, pairs: int, max_period: float, min_period: float = 0.0
+) -> torch.Tensor:
+    """(B,) times in [0, 1] -> (B, 2 * pairs) sin/cos features.
+
+    min_period > 0: periods log-spaced from min_period to max_period (units of t), as pi0
+    does. min_period = 0: the first checkpoint's layout, frequencies log-spaced from 1 to
+    max_period cycles per unit t."""
+    i = torch.arange(pairs, dtype=torch.float32, device=t.device)
+    if min_period > 0:
+        ratio = i / max(pairs - 1, 1)
+        periods = min_period * (max_period / min_period) ** ratio
+        angles = 2.0 * math.pi * t.to(torch.float32)[:, None] / periods[None]
+    else:
+        freqs = torch.exp(-math.log(max_period) * i / pairs)
+        angles = 2.0 * math.pi * max_period * t.to(torch.float32)[:, None] * freqs[None]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
@@ -90,7 +99,10 @@ class ActionExpert(nn.Module):
         of the first action token (the slot after <traj>). Returns (B, A, 2 * steps_per_token).
         """
         b, a, _ = x_t.shape
-        feats = fourier_time_features(t, self.cfg.fourier_features, self.cfg.fourier_max_period)
+        c = self.cfg
+        feats = fourier_time_features(
+            t, c.fourier_features, c.fourier_max_period, c.fourier_min_period
+        )
         x = self.in_proj(torch.cat([x_t, feats[:, None].expand(b, a, -1)], dim=-1))
         x = x + self.time_mlp(feats)[:, None] + self.token_pos[None]
         positions = position_offset[:, None] + torch.arange(a, device=x_t.device)[None]

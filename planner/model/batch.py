@@ -42,7 +42,8 @@ TEXT_IDS = "text_ids"  # (B, L) int64, right-padded
 REASONING_TARGETS = "reasoning_targets"  # (B, L) float32: 1 where text_ids[j] is a CoC target
 TRAJECTORY_TARGETS = "trajectory_targets"  # (B, L) float32: 1 for trajectory-token targets
 CONTEXT_LEN = "context_len"  # (B,) int64: text tokens the expert sees (through <traj>)
-CONTROLS = "controls"  # (B, 64, 2) float32, normalised (accel, curvature)
+CONTROLS = "controls"  # (B, 64, 2) float32: what the flow generates, normalised (accel,
+# curvature) minus `action_prior` (zero unless flow.prior is set)
 
 COMMAND_INDEX = {c: i for i, c in enumerate(Command)}
 
@@ -73,6 +74,25 @@ def denormalize_controls(x: np.ndarray, norm: NormalizationConfig) -> np.ndarray
         ],
         axis=-1,
     )
+
+
+def action_prior(ego_history: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """(H, 6) normalised ego features (`ego_features`) -> (64, 2) the flow's prior
+    (`flow.prior`) in normalised units: zeros for "none"; for "hold_decay" the current
+    acceleration and curvature, decaying as exp(-t / prior_tau_s) over the plan. Training subtracts it
+    from the target controls and the runner adds it back, both through this function."""
+    steps = cfg.plan_steps
+    if cfg.flow.prior == "none":
+        return np.zeros((steps, 2), dtype=np.float32)
+    norm = cfg.normalization
+    last = np.asarray(ego_history, dtype=np.float64)[-1]
+    accel = last[4] * norm.accel_std_mps2 + norm.accel_mean_mps2
+    curv = last[5] * norm.curvature_std_per_m + norm.curvature_mean_per_m
+    decay = np.exp(-np.arange(steps) * cfg.plan_dt_s / cfg.flow.prior_tau_s)
+    # a shift in normalised units (scaled, no mean): "none" (zeros) and this agree on what a
+    # zero flow output means, the dataset-mean control plus the prior
+    scale = np.array([norm.accel_std_mps2, norm.curvature_std_per_m])
+    return (np.stack([accel * decay, curv * decay], axis=1) / scale).astype(np.float32)
 
 
 def trajectory_bins(normalized: np.ndarray, cfg: TrajectoryTokenConfig) -> np.ndarray:
@@ -221,7 +241,7 @@ def make_example(
             REASONING_TARGETS: reasoning_targets,
             TRAJECTORY_TARGETS: trajectory_targets,
             CONTEXT_LEN: np.int64(len(head)),
-            CONTROLS: norm_controls,
+            CONTROLS: norm_controls - action_prior(example[EGO_HISTORY], cfg),
         }
     )
     return example

@@ -73,7 +73,12 @@ class ActionExpertConfig:
     action_tokens: int = 16  # tokens over the 64 control steps ...
     steps_per_token: int = 4  # ... each carrying this many (accel, curvature) steps
     fourier_features: int = 16  # sin/cos pairs of the flow time t
-    fourier_max_period: float = 1000.0  # longest period of the time features (t in [0, 1])
+    # With fourier_min_period > 0 the periods (in units of t in [0, 1]) are log-spaced from
+    # fourier_min_period to fourier_max_period (pi0: 4e-3 .. 4, so the slowest feature is
+    # monotonic in t). fourier_min_period = 0 is the first checkpoint's layout: frequencies
+    # from 1 to fourier_max_period cycles per unit t (no feature is monotonic in t).
+    fourier_max_period: float = 1000.0
+    fourier_min_period: float = 0.0
 
 
 @dataclass
@@ -83,6 +88,12 @@ class FlowConfig:
     time_beta_a: float = 1.5  # t ~ Beta(a, b): Alpamayo-R1 uses Beta(1.5, 1) (more mass near data)
     time_beta_b: float = 1.0
     euler_steps: int = 10  # integration steps from t=0 (noise) to t=1 (data)
+    # What the flow generates: "none" = the normalised controls; "hold_decay" = the controls
+    # minus a kinematic prior, the current acceleration and curvature decaying with time
+    # constant prior_tau_s (planner.model.batch.action_prior). The prior carries what the ego
+    # history already says about the next second; the expert learns the scene's correction.
+    prior: str = "none"
+    prior_tau_s: float = 2.0
 
 
 @dataclass
@@ -252,6 +263,18 @@ class ModelConfig:
             raise ConfigError(
                 f"inference.max_reasoning_tokens={inf.max_reasoning_tokens} exceeds "
                 f"lm.max_reasoning_tokens={lm.max_reasoning_tokens} (the KV cache size)"
+            )
+        if self.flow.prior not in ("none", "hold_decay"):
+            raise ConfigError(f"flow.prior={self.flow.prior!r}: use none or hold_decay")
+        if self.flow.prior_tau_s <= 0:
+            raise ConfigError(f"flow.prior_tau_s={self.flow.prior_tau_s}: use a time > 0 s")
+        ex = self.expert
+        if ex.fourier_min_period < 0 or (
+            ex.fourier_min_period > 0 and ex.fourier_min_period >= ex.fourier_max_period
+        ):
+            raise ConfigError(
+                f"expert.fourier_min_period={ex.fourier_min_period} must be 0 (legacy layout) "
+                f"or in (0, fourier_max_period={ex.fourier_max_period})"
             )
         if inf.plan not in ("first", "mean"):
             raise ConfigError(f"inference.plan={inf.plan!r}: use first or mean")

@@ -96,3 +96,21 @@ def test_several_draws_per_sample_keep_each_rows_data() -> None:
         assert "flow samples" in str(exc)
     else:
         raise AssertionError("samples=0 was accepted")
+
+
+def test_time_feature_layouts() -> None:
+    """Periods log-spaced in [min, max] (pi0): the slowest pair is monotonic in t over [0, 1];
+    min_period=0 keeps the first checkpoint's layout exactly."""
+    from planner.model.action_expert import fourier_time_features
+
+    t = torch.linspace(0, 1, 101)
+    f = fourier_time_features(t, 8, 4.0, 0.004)
+    assert f.shape == (101, 16)
+    slow_sin = f[:, 7]  # sin(2 pi t / 4): rises over [0, 1]
+    assert bool((slow_sin[1:] > slow_sin[:-1]).all())
+    fast_sin = f[:, 0]  # period 0.004: many cycles
+    assert int((fast_sin[1:] * fast_sin[:-1] < 0).sum()) > 10
+    legacy = fourier_time_features(t, 8, 1000.0)
+    freqs = torch.exp(-np.log(1000.0) * torch.arange(8) / 8)
+    angles = 2 * np.pi * 1000.0 * t[:, None] * freqs[None]
+    assert torch.allclose(legacy, torch.cat([torch.sin(angles), torch.cos(angles)], -1))

@@ -337,6 +337,44 @@ def test_route_tokens_scale_lateral_offsets_separately() -> None:
     assert np.isclose(split[0, 0], 4.0 / 50.0)
 
 
+def test_hold_decay_prior_is_subtracted_in_training_and_added_back_by_the_runner(parts) -> None:
+    """flow.prior=hold_decay: the flow target is the controls minus the current accel and
+    curvature decaying over prior_tau_s; the runner adds the same prior to what it samples."""
+    _, tok, _ = parts
+    cfg = tiny_config("flow.prior=hold_decay", "flow.prior_tau_s=2.0")
+    inp = planner_input(cfg)
+    inp.ego_history[-1, 5] = -1.5  # braking now (EGO_ACCEL)
+    inp.ego_history[-1, 6] = 0.02  # turning left (EGO_CURV)
+    prompt = B.prompt_arrays(inp, cfg)
+    prior = B.action_prior(prompt[B.EGO_HISTORY], cfg)
+    norm = cfg.normalization
+    phys = prior * np.array([norm.accel_std_mps2, norm.curvature_std_per_m])
+    decay = np.exp(-np.arange(64) * 0.1 / 2.0)
+    np.testing.assert_allclose(phys[:, 0], -1.5 * decay, atol=1e-5)
+    np.testing.assert_allclose(phys[:, 1], 0.02 * decay, atol=1e-6)
+    assert np.allclose(B.action_prior(prompt[B.EGO_HISTORY], tiny_config()), 0.0)
+    controls = np.stack([np.linspace(-2, 1, 64), np.full(64, 0.01)], axis=1)
+    ex = B.make_example(inp, controls, "Hold the speed.", tok, cfg)
+    np.testing.assert_allclose(
+        ex[B.CONTROLS] + prior, B.normalize_controls(controls, cfg.normalization), atol=1e-5
+    )
+    # the trajectory tokens stay absolute (the LM bins the controls, not the residual)
+    plain = B.make_example(inp, controls, "Hold the speed.", tok, tiny_config())
+    assert np.array_equal(ex[B.TEXT_IDS], plain[B.TEXT_IDS])
+
+    class Still(TorchBackend):  # zero velocity: the sample stays the initial noise
+        def denoise_step(self, x_t, *args):
+            return np.zeros_like(x_t)
+
+    outs = {}
+    for name, c in (("none", tiny_config()), ("hold", cfg)):
+        runner = Runner(Still(tiny_model(c, tok)), c, tok)
+        outs[name] = runner.run(prompt, RunOptions(mode="fast"), np.random.default_rng(3)).controls
+    np.testing.assert_allclose(outs["hold"][0] - outs["none"][0], phys, atol=1e-5)
+    with pytest.raises(Exception, match="hold_decay"):
+        tiny_config("flow.prior=linear")
+
+
 def test_control_normalisation_and_trajectory_bins_round_trip() -> None:
     cfg = tiny_config()
     rng = np.random.default_rng(0)
