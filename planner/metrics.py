@@ -49,6 +49,9 @@ class TrajectoryMetricsConfig:
     # Collision and off-road are judged up to this horizon (the whole plan by default)
     collision_horizon_s: float = 6.4
     offroad_horizon_s: float = 6.4
+    # Off-road tolerances: the closed-loop rule (sim_eval.metrics.OffroadConfig)
+    offroad_area_tolerance_m2: float = 0.5
+    offroad_distance_tolerance_m: float = 0.3
 
     def __post_init__(self) -> None:
         for name in ("ade_horizons_s", "l2_horizons_s"):
@@ -382,6 +385,28 @@ def plan_collision(
     )
 
 
+def footprint_outside(drivable_area: Any, polys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For shapely footprints `polys` (T,): (area outside the drivable area m^2, farthest
+    footprint point from it m), both (T,). The distance is sampled at the 4 corners and 4 edge
+    midpoints (exact for a convex area; close enough for lane unions). One definition for
+    the closed-loop (sim_eval.metrics) and open-loop (plan_offroad) off-road checks."""
+    import shapely
+
+    shapely.prepare(drivable_area)
+    covered = shapely.covers(drivable_area, polys)
+    out_area = np.zeros(len(polys))
+    out_dist = np.zeros(len(polys))
+    nc = np.flatnonzero(~covered)
+    if len(nc):
+        out_area[nc] = shapely.area(shapely.difference(polys[nc], drivable_area))
+        corners = shapely.get_coordinates(polys[nc]).reshape(len(nc), 5, 2)[:, :4]
+        mids = 0.5 * (corners + np.roll(corners, -1, axis=1))
+        pts = np.concatenate([corners, mids], axis=1).reshape(-1, 2)
+        d = shapely.distance(shapely.points(pts), drivable_area).reshape(len(nc), 8)
+        out_dist[nc] = d.max(axis=1)
+    return out_area, out_dist
+
+
 def plan_offroad(
     plan_xy: np.ndarray,
     plan_yaw: np.ndarray,
@@ -392,10 +417,15 @@ def plan_offroad(
     rear_axle_to_center_m: float,
     horizon_s: float | None = None,
     dt: float = PLAN_DT_S,
+    area_tolerance_m2: float = 0.5,
+    distance_tolerance_m: float = 0.3,
 ) -> dict[str, Any]:
     """Does the ego footprint along the plan leave the drivable area (a shapely geometry in
-    the plan's frame)? A row is off-road when its footprint is not covered by the area.
-    Returns {"offroad": bool | None (None without a map), "first_step", "time_s"}."""
+    the plan's frame)? A row is off-road when the footprint sticks out by more than
+    `area_tolerance_m2` or `distance_tolerance_m`: the closed-loop rule and defaults
+    (sim_eval.metrics.OffroadConfig), so the slivers between lane polygons of a junction or a
+    lane-drop taper do not count. Returns {"offroad": bool | None (None without a map),
+    "first_step", "time_s"}."""
     import shapely
 
     if drivable_area is None or drivable_area.is_empty:
@@ -407,9 +437,8 @@ def plan_offroad(
     ego = ego_footprints(
         plan_xy[:steps], np.asarray(plan_yaw)[:steps], length_m, width_m, rear_axle_to_center_m
     )
-    shapely.prepare(drivable_area)
-    covered = shapely.covers(drivable_area, shapely.polygons(ego))
-    out = np.flatnonzero(~covered)
+    out_area, out_dist = footprint_outside(drivable_area, shapely.polygons(ego))
+    out = np.flatnonzero((out_area > area_tolerance_m2) | (out_dist > distance_tolerance_m))
     if not len(out):
         return {"offroad": False, "first_step": None, "time_s": None}
     k = int(out[0])
@@ -505,5 +534,6 @@ __all__ = [
     "miss_max_distance",
     "plan_collision",
     "plan_offroad",
+    "footprint_outside",
     "step_index",
 ]

@@ -22,6 +22,7 @@ import numpy as np
 
 from planner.config import load_config
 from planner.geometry import drivable_area, lane_polygon
+from planner.metrics import footprint_outside
 from planner.paths import config_path
 from planner.taxonomy import AgentClass, LightState
 from planner.types import MapData, StopLine, wrap_angle
@@ -590,29 +591,13 @@ def collision_events(
 
 # ---- off-road -----------------------------------------------------------------------------------
 def _offroad(ep: _Episode, record: EpisodeRecord, cfg: OffroadConfig) -> dict[str, Any]:
-    import shapely
-
     area = drivable_area(record.map)
     if area is None or area.is_empty:
         raise MetricsError(
             f"episode {record.scenario!r}: the map has no lanes and no drivable_area, so "
             "off-road is undefined; give MapData a drivable_area or lanes"
         )
-    shapely.prepare(area)
-    covered = shapely.covers(area, ep.ego_polys)
-    T = len(ep.t)
-    out_area = np.zeros(T)
-    out_dist = np.zeros(T)
-    nc = np.flatnonzero(~covered)
-    if len(nc):
-        out_area[nc] = shapely.area(shapely.difference(ep.ego_polys[nc], area))
-        # Farthest footprint point from the drivable area, sampled at the 4 corners and the 4
-        # edge midpoints (exact for a convex drivable area; close enough for lane unions).
-        corners = shapely.get_coordinates(ep.ego_polys[nc]).reshape(len(nc), 5, 2)[:, :4]
-        mids = 0.5 * (corners + np.roll(corners, -1, axis=1))
-        pts = np.concatenate([corners, mids], axis=1).reshape(-1, 2)
-        d = shapely.distance(shapely.points(pts), area).reshape(len(nc), 8)
-        out_dist[nc] = d.max(axis=1)
+    out_area, out_dist = footprint_outside(area, ep.ego_polys)
     off = (out_area > cfg.area_tolerance_m2) | (out_dist > cfg.distance_tolerance_m)
     return {
         "offroad": bool(off.any()),

@@ -521,6 +521,8 @@ def evaluate_window(ref: WindowRef, cfg: OpenLoopConfig) -> dict[str, Any]:
         world[:, 2],
         drivable_area(scene.map) if has_map else None,
         horizon_s=cfg.metrics.offroad_horizon_s,
+        area_tolerance_m2=cfg.metrics.offroad_area_tolerance_m2,
+        distance_tolerance_m=cfg.metrics.offroad_distance_tolerance_m,
         **dims,
     )
     lon, lat = _decision_of(sample)
@@ -600,7 +602,8 @@ CONVENTIONS = {
     "miss_max": "nuScenes: maximum pointwise displacement > miss_threshold_m",
     "miss_*_k": "every one of the k samples misses",
     "collision": "ego footprint along the plan overlaps a logged agent box at the same time",
-    "offroad": "ego footprint along the plan not covered by the drivable area (maps only)",
+    "offroad": "ego footprint along the plan out of the drivable area by > 0.5 m^2 or > 0.3 m "
+    "(the closed-loop rule; maps only)",
     "consistent_*": "decision parsed from the reasoning vs the plan's meta-actions",
     "truthful": "every distance/speed/object the reasoning states holds in the logged scene",
 }

@@ -164,9 +164,19 @@ def test_offroad_from_the_footprint():
     plan_xy, yaw = _straight_plan(5.0)
     assert plan_offroad(plan_xy, yaw, area, **EGO)["offroad"] is False
     drift = plan_xy + np.stack([np.zeros_like(T), 0.5 * T], axis=1)  # 0.5 m/s to the left
-    res = plan_offroad(drift, yaw, area, **EGO)
+    strict = {"area_tolerance_m2": 0.0, "distance_tolerance_m": 0.0}
+    res = plan_offroad(drift, yaw, area, **EGO, **strict)
     # the footprint's left edge (y + 1) leaves y = 2 when 0.5 t > 1: t = 2.1 s (first row > 2 s)
     assert res["offroad"] is True and res["time_s"] == pytest.approx(2.1)
+    # default tolerances (the closed-loop rule): 0.5 m^2 out, i.e. the edge 0.5 / length m out
+    res = plan_offroad(drift, yaw, area, **EGO)
+    t_area = (1.0 + 0.5 / EGO["length_m"]) / 0.5
+    assert res["offroad"] is True
+    assert t_area < res["time_s"] <= t_area + 0.1 + 1e-9
+    # a sliver (0.1 m out for the whole plan) is not off-road, as in closed loop
+    sliver = plan_xy + np.array([0.0, 1.1])
+    assert plan_offroad(sliver, yaw, area, **EGO)["offroad"] is False
+    assert plan_offroad(sliver, yaw, area, **EGO, **strict)["offroad"] is True
     assert plan_offroad(plan_xy, yaw, None, **EGO)["offroad"] is None
 
 
