@@ -196,6 +196,9 @@ class RunOptions:
     decoding: str = "greedy"  # greedy | top_p
     top_p: float = 0.9
     temperature: float = 1.0
+    # Scale of the flow's initial noise: 1 draws from the learned distribution; 0 integrates
+    # from the noise's mode, a deterministic plan (the action counterpart of greedy decoding).
+    noise_scale: float = 1.0
     # Decode exactly max_reasoning_tokens, ignoring </cot> (benchmarks of untrained models).
     fixed_reasoning_length: bool = False
 
@@ -208,6 +211,8 @@ class RunOptions:
             raise UserError("samples and euler_steps must be >= 1")
         if not 0 < self.top_p <= 1 or self.temperature <= 0:
             raise UserError("top_p must be in (0, 1] and temperature > 0")
+        if not 0 <= self.noise_scale <= 1:
+            raise UserError(f"noise_scale={self.noise_scale}: use a value in [0, 1]")
         if self.max_reasoning_tokens > cfg.lm.max_reasoning_tokens:
             raise UserError(
                 f"max_reasoning_tokens={self.max_reasoning_tokens} exceeds the model's KV cache "
@@ -226,6 +231,7 @@ class RunOptions:
             "decoding": inf.decoding,
             "top_p": inf.top_p,
             "temperature": inf.temperature,
+            "noise_scale": inf.noise_scale,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).check(cfg)
@@ -367,9 +373,8 @@ class Runner:
         if options.mode != "explain":
             t0 = time.perf_counter()
             ex = cfg.expert
-            x = rng.standard_normal((k, ex.action_tokens, 2 * ex.steps_per_token)).astype(
-                np.float32
-            )
+            noise = rng.standard_normal((k, ex.action_tokens, 2 * ex.steps_per_token))
+            x = (options.noise_scale * noise).astype(np.float32)
             context_mask = valid.copy()
             offset = length.copy()
             for t_start in flow.euler_times(options.euler_steps):

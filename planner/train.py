@@ -436,6 +436,20 @@ def validate(
             c = result.controls[0]  # the first sample equals a 1-sample run with this rng
             traj = Trajectory.from_controls(c[:, 0], c[:, 1], v0, validate=False)
             errs[mode].append(_ade_fde(traj.xy, gt, valid, cfg.val_horizon_s))
+            # the deterministic plan (flow integrated from the noise's mode)
+            det = runner.run(
+                prompt,
+                RunOptions(
+                    mode=mode,
+                    euler_steps=cfg.val_euler_steps,
+                    max_reasoning_tokens=max_tokens,
+                    noise_scale=0.0,
+                ),
+                np.random.default_rng(int(i)),
+            )
+            c = det.controls[0]
+            traj = Trajectory.from_controls(c[:, 0], c[:, 1], v0, validate=False)
+            errs[f"{mode}_noise0"].append(_ade_fde(traj.xy, gt, valid, cfg.val_horizon_s))
             if plan_mean:
                 c = result.controls.mean(axis=0)
                 traj = Trajectory.from_controls(c[:, 0], c[:, 1], v0, validate=False)
@@ -453,7 +467,14 @@ def validate(
             out[f"ade_{h}_{name}"] = float(np.nanmean(arr[:, 0]))
             out[f"fde_{h}_{name}"] = float(np.nanmean(arr[:, 1]))
     base = out.get(f"ade_{h}_const_velocity")
-    for mode in ("full", "fast", f"full_mean{k_samples}", f"fast_mean{k_samples}"):
+    for mode in (
+        "full",
+        "fast",
+        "full_noise0",
+        "fast_noise0",
+        f"full_mean{k_samples}",
+        f"fast_mean{k_samples}",
+    ):
         if base and f"ade_{h}_{mode}" in out:
             out[f"ade_{h}_{mode}_vs_const_velocity"] = out[f"ade_{h}_{mode}"] / base
     out.update(decision_accuracy(pairs))

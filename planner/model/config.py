@@ -164,6 +164,9 @@ class InferenceConfig:
     decoding: str = "greedy"  # greedy | top_p
     top_p: float = 0.9
     temperature: float = 1.0
+    # Flow initial-noise scale (planner.runner.RunOptions.noise_scale): 1 = a draw from the
+    # learned distribution, 0 = the deterministic plan from the noise's mode.
+    noise_scale: float = 1.0
     samples: int = 1  # k trajectories (minADE_k)
     # The plan from the k samples: "first" (one flow sample) or "mean" (the mean of the k
     # samples' controls). All k share the prompt, and with greedy decoding the reasoning, so
@@ -276,6 +279,8 @@ class ModelConfig:
                 f"expert.fourier_min_period={ex.fourier_min_period} must be 0 (legacy layout) "
                 f"or in (0, fourier_max_period={ex.fourier_max_period})"
             )
+        if not 0 <= inf.noise_scale <= 1:
+            raise ConfigError(f"inference.noise_scale={inf.noise_scale}: use a value in [0, 1]")
         if inf.plan not in ("first", "mean"):
             raise ConfigError(f"inference.plan={inf.plan!r}: use first or mean")
         if self.flow.euler_steps < 1 or inf.samples < 1:

@@ -45,6 +45,7 @@ class VLAPlanner(Planner):
         max_reasoning_tokens: int | None = None,
         decoding: str | None = None,
         top_p: float | None = None,
+        noise_scale: float | None = None,
         seed: int | None = None,
         blind_cameras: bool = False,
         guard: Any = None,
@@ -58,6 +59,7 @@ class VLAPlanner(Planner):
             max_reasoning_tokens=max_reasoning_tokens,
             decoding=decoding,
             top_p=top_p,
+            noise_scale=noise_scale,
         )
         self.plan_from = config.inference.plan if plan is None else str(plan)
         if self.plan_from not in ("first", "mean"):

@@ -119,6 +119,9 @@ def test_loss_falls_and_final_checkpoint_loads(dataset, model_yaml, tmp_path):
     # validation ran: ADE vs constant velocity and the decision accuracy are reported
     assert result.val["samples"] == 2
     assert np.isfinite(result.val["ade_3s_full"]) and np.isfinite(result.val["ade_3s_fast"])
+    # and the deterministic plan (noise_scale 0), differing from the one-draw figure
+    assert np.isfinite(result.val["ade_3s_full_noise0"])
+    assert result.val["ade_3s_fast_noise0"] != result.val["ade_3s_fast"]
     assert 0.0 <= result.val["decision_acc_macro"] <= 1.0
     assert (tmp_path / "run" / "metrics.jsonl").is_file()
     # a model set to drive on the mean of k draws is also scored on that plan; the plain keys

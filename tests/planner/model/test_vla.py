@@ -208,6 +208,37 @@ def test_planner_returns_trajectory_reasoning_and_timings(parts) -> None:
     assert fast.reasoning is None and "denoise" in fast.timings_ms
 
 
+def test_noise_scale_zero_gives_the_deterministic_plan(parts) -> None:
+    """noise_scale=0 integrates from the noise's mode: the plan no longer depends on the
+    seed, and equals the run with an all-zero initial noise; values outside [0, 1] fail."""
+    cfg, tok, model = parts
+    runner = Runner(TorchBackend(model), cfg, tok)
+    prompt = B.prompt_arrays(planner_input(cfg), cfg)
+    det = [
+        runner.run(prompt, RunOptions(mode="fast", noise_scale=0.0), np.random.default_rng(s))
+        for s in (0, 1)
+    ]
+    assert np.array_equal(det[0].controls, det[1].controls)
+    draws = [
+        runner.run(prompt, RunOptions(mode="fast"), np.random.default_rng(s)).controls
+        for s in (0, 1)
+    ]
+    assert not np.allclose(draws[0], draws[1])
+
+    class ZeroNoise:  # an rng whose normal draws are all zero
+        def standard_normal(self, shape):
+            return np.zeros(shape)
+
+    zero = runner.run(prompt, RunOptions(mode="fast"), ZeroNoise()).controls
+    np.testing.assert_allclose(det[0].controls, zero, atol=1e-6)
+    planner = VLAPlanner(TorchBackend(model), cfg, tok, mode="fast", noise_scale=0.0)
+    assert planner.options.noise_scale == 0.0
+    with pytest.raises(Exception, match="noise_scale"):
+        RunOptions(noise_scale=1.5).check(cfg)
+    with pytest.raises(Exception, match="noise_scale"):
+        tiny_config("inference.noise_scale=-1")
+
+
 def test_mean_plan_is_the_mean_of_the_k_samples(parts) -> None:
     """plan="mean": the plan integrates the mean of the k samples' controls (same draws as
     plan="first", whose plan is the first sample); an unknown choice is refused."""
