@@ -55,7 +55,12 @@ from planner.data import shards
 from planner.errors import UserError
 from planner.io import atomic_write_text
 from planner.model import batch as B
-from planner.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from planner.model.checkpoint import (
+    CheckpointError,
+    check_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
 from planner.model.config import LossConfig, ModelConfig
 from planner.model.tokenizer import CocTokenizer, template_corpus, train_tokenizer
 from planner.model.vla import VLAModel, parameter_count
@@ -81,6 +86,10 @@ class TrainConfig:
     model_overrides: list[str] = field(default_factory=list)
     out_dir: str = "runs/sft/tiny"
     export_dir: str = ""  # also save the final checkpoint here (e.g. planner/assets/...)
+    # Fine-tune: a fresh run starts from this checkpoint's weights and tokenizer instead of
+    # random weights and a new tokenizer (the model config must build the same architecture;
+    # inference, loss and flow-prior keys may differ). Ignored when resuming a run.
+    init_from: str = ""
     # tokenizer: BPE on the train split's label texts + this many template sentences
     tokenizer_template_sentences: int = 2000
     loss: LossConfig = field(default_factory=LossConfig)
@@ -617,12 +626,26 @@ def train_sft(
                 "fresh with --no-resume (or another out_dir)"
             )
         tokenizer = ckpt.tokenizer
+    init = None
+    if state is None and cfg.init_from:
+        init = load_checkpoint(Path(cfg.init_from).expanduser())
+        tokenizer = init.tokenizer
+        log.info("fine-tuning from %s (weights and tokenizer)", cfg.init_from)
     train_ds, val_ds, tokenizer = prepare_data(cfg, mcfg, tokenizer)
 
     torch.manual_seed(cfg.seed)
     model = VLAModel(mcfg, tokenizer.vocab_size)
     if state is not None:
         model.load_state_dict(ckpt.model.state_dict())
+    elif init is not None:
+        try:
+            check_state_dict(model, init.model.state_dict())
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"init_from={cfg.init_from!r} does not fit {cfg.model_config!r} + overrides: "
+                f"{exc}; fine-tune with the architecture the checkpoint was trained with"
+            ) from None
+        model.load_state_dict(init.model.state_dict())
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
 

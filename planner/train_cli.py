@@ -27,6 +27,9 @@ Examples:
   cocdrive train sft --config configs/train/tiny.yaml -o max_steps=500 -o out_dir=runs/sft/try
 
   cocdrive train sft --config configs/train/tiny.yaml --no-resume
+
+  # fine-tune the shipped checkpoint (same architecture; here without the flow prior)
+  cocdrive train sft --config configs/train/tiny.yaml -o init_from=planner/assets/checkpoints/tiny -o out_dir=runs/sft/tune -o 'model_overrides=[flow.prior=none]'
 """
 
 EVAL_HELP = """Open-loop validation of a checkpoint on a dataset split: ADE/FDE at 3 s in `full`

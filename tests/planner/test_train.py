@@ -134,6 +134,29 @@ def test_loss_falls_and_final_checkpoint_loads(dataset, model_yaml, tmp_path):
     assert np.isfinite(val["ade_3s_full_mean3"]) and np.isfinite(val["ade_3s_fast_mean3"])
     assert val["ade_3s_full_mean3"] != val["ade_3s_full"]
     assert "ade_3s_full_mean3_vs_const_velocity" in val
+    # init_from: a fresh run starts from the trained weights and tokenizer (its first loss is
+    # far below a scratch run's); an architecture that does not fit is refused clearly
+    tuned = train_sft(
+        _cfg(
+            dataset,
+            model_yaml,
+            tmp_path / "tune",
+            "max_steps=2",
+            f"init_from={result.final_checkpoint}",
+        )
+    )
+    assert tuned.losses[0] < 0.7 * result.losses[0], (tuned.losses[0], result.losses[0])
+    assert load_checkpoint(tuned.final_checkpoint).tokenizer.vocab_size == ckpt.tokenizer.vocab_size
+    other = _cfg(
+        dataset,
+        model_yaml,
+        tmp_path / "bad",
+        "max_steps=2",
+        f"init_from={result.final_checkpoint}",
+        "model_overrides=[expert.width=48]",
+    )
+    with pytest.raises(CheckpointError, match="does not fit"):
+        train_sft(other)
 
 
 def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, model_yaml, tmp_path):
