@@ -75,6 +75,23 @@ def repeat_rows(tensor: torch.Tensor, samples: int, dim: int = 0) -> torch.Tenso
     return tensor if samples == 1 else tensor.repeat_interleave(samples, dim=dim)
 
 
+def repeat_context(
+    samples: int,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    context_mask: torch.Tensor,
+    offset: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The expert's conditioning for `samples` draws per row: K/V (layers, B, ...) along dim
+    1, the (B, S) mask and (B,) offsets along dim 0 (shared by both model families)."""
+    return (
+        repeat_rows(k, samples, 1),
+        repeat_rows(v, samples, 1),
+        repeat_rows(context_mask, samples),
+        repeat_rows(offset, samples),
+    )
+
+
 def euler_times(steps: int) -> np.ndarray:
     """(steps,) start times of the Euler steps: 0, 1/N, ..., (N-1)/N (float32)."""
     if steps < 1:

@@ -166,11 +166,8 @@ class VLAModel(nn.Module):
         if loss_cfg.expert_stop_gradient:
             k, v = k.detach(), v.detach()
         offset = p + context_len
-        n_flow = loss_cfg.flow_samples
-        if n_flow > 1:  # several (t, eps) draws per sample share its LM pass
-            k, v = flow.repeat_rows(k, n_flow, 1), flow.repeat_rows(v, n_flow, 1)
-            context_mask = flow.repeat_rows(context_mask, n_flow)
-            offset = flow.repeat_rows(offset, n_flow)
+        n_flow = loss_cfg.flow_samples  # several (t, eps) draws per sample share its LM pass
+        k, v, context_mask, offset = flow.repeat_context(n_flow, k, v, context_mask, offset)
 
         def velocity(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.expert(x_t, t, k, v, context_mask, offset)
