@@ -433,6 +433,11 @@ def validate(
         v0 = max(0.0, inp.ego_speed)
         cv = const_velocity_xy(v0, mcfg.plan_steps, mcfg.plan_dt_s)
         errs["const_velocity"].append(_ade_fde(cv, gt, valid, cfg.val_horizon_s))
+
+        def score(name: str, c: np.ndarray, v0=v0, gt=gt, valid=valid) -> None:
+            traj = Trajectory.from_controls(c[:, 0], c[:, 1], v0, validate=False)
+            errs[name].append(_ade_fde(traj.xy, gt, valid, cfg.val_horizon_s))
+
         for mode in ("full", "fast"):
             opts = RunOptions(
                 mode=mode,
@@ -442,9 +447,7 @@ def validate(
             )
             rng = np.random.default_rng(int(i))
             result = runner.run(prompt, opts, rng)
-            c = result.controls[0]  # the first sample equals a 1-sample run with this rng
-            traj = Trajectory.from_controls(c[:, 0], c[:, 1], v0, validate=False)
-            errs[mode].append(_ade_fde(traj.xy, gt, valid, cfg.val_horizon_s))
+            score(mode, result.controls[0])  # the first sample = a 1-sample run with this rng
             # the deterministic plan (flow integrated from the noise's mode)
             det = runner.run(
                 prompt,
@@ -456,15 +459,9 @@ def validate(
                 ),
                 np.random.default_rng(int(i)),
             )
-            c = det.controls[0]
-            traj = Trajectory.from_controls(c[:, 0], c[:, 1], v0, validate=False)
-            errs[f"{mode}_noise0"].append(_ade_fde(traj.xy, gt, valid, cfg.val_horizon_s))
+            score(f"{mode}_noise0", det.controls[0])
             if plan_mean:
-                c = result.controls.mean(axis=0)
-                traj = Trajectory.from_controls(c[:, 0], c[:, 1], v0, validate=False)
-                errs[f"{mode}_mean{k_samples}"].append(
-                    _ade_fde(traj.xy, gt, valid, cfg.val_horizon_s)
-                )
+                score(f"{mode}_mean{k_samples}", result.controls.mean(axis=0))
             label = rec.label or {}
             if mode == "full" and label.get("valid", False) and label.get("decision"):
                 pairs.append((label["decision"], parse_reasoning(result.reasoning[0])))

@@ -2,8 +2,9 @@
 
 Non-privileged: it sees only the PlannerInput (cameras, ego history, route). Each `plan` call
 runs the shared host loop (planner/runner.py), integrates the first sample's controls (or,
-with `plan="mean"`, the mean of the k samples' controls) with `Trajectory.from_controls`, parses the reasoning into a `Decision` and reports per-stage
-timings (ms): vision, prefill, decode, denoise, total.
+with `plan="mean"`, the mean of the k samples' controls) with `Trajectory.from_controls`,
+parses the reasoning into a `Decision` and reports per-stage timings (ms): vision, prefill,
+decode, denoise, total.
 """
 
 from __future__ import annotations
