@@ -426,16 +426,7 @@ class Runner:
             raise UserError(f"controls must be ({cfg.plan_steps}, 2), got {norm.shape}")
         bins = B.trajectory_bins(norm, cfg.trajectory_tokens)
         traj_ids = B.trajectory_token_ids(norm, cfg.trajectory_tokens, tok)
-        if reasoning is None:
-            head = [tok.traj_id]
-        else:
-            r_ids = tok.encode(reasoning)
-            if len(r_ids) > cfg.lm.max_reasoning_tokens:
-                raise UserError(
-                    f"reasoning is {len(r_ids)} tokens, over the model's "
-                    f"lm.max_reasoning_tokens={cfg.lm.max_reasoning_tokens}"
-                )
-            head = [tok.cot_id, *r_ids, tok.end_cot_id, tok.traj_id]
+        head = B.text_head(reasoning, tok, cfg)
         tokens = np.array([[*head, *traj_ids[:-1].tolist()]], dtype=np.int64)
         k_cache, v_cache = self._prefill(prompt, {})
         p_len, s_len = be.cache_geometry(cfg)

@@ -200,6 +200,21 @@ def prompt_arrays(inp: PlannerInput, cfg: ModelConfig) -> dict[str, np.ndarray]:
     }
 
 
+def text_head(reasoning: str | None, tokenizer: CocTokenizer, cfg: ModelConfig) -> list[int]:
+    """The text ids before the trajectory tokens: `<cot> reasoning </cot> <traj>`, or `<traj>`
+    (fast layout) for None. Reasoning longer than lm.max_reasoning_tokens is an error (raise
+    the limit or shorten the labels; a cut sentence would teach the model to stop mid-way)."""
+    if reasoning is None:
+        return [tokenizer.traj_id]
+    r_ids = tokenizer.encode(reasoning)
+    if len(r_ids) > cfg.lm.max_reasoning_tokens:
+        raise InvalidInputError(
+            f"reasoning {reasoning!r} is {len(r_ids)} tokens, over lm.max_reasoning_tokens="
+            f"{cfg.lm.max_reasoning_tokens}: raise the limit or shorten the labels"
+        )
+    return [tokenizer.cot_id, *r_ids, tokenizer.end_cot_id, tokenizer.traj_id]
+
+
 def make_example(
     inp: PlannerInput,
     controls: np.ndarray,
@@ -220,16 +235,7 @@ def make_example(
             f"controls must be ({cfg.plan_steps}, 2) (accel, curvature), got {norm_controls.shape}"
         )
     traj_ids = trajectory_token_ids(norm_controls, cfg.trajectory_tokens, tokenizer)
-    if reasoning is not None and not drop_reasoning:
-        r_ids = tokenizer.encode(reasoning)
-        if len(r_ids) > cfg.lm.max_reasoning_tokens:
-            raise InvalidInputError(
-                f"reasoning {reasoning!r} is {len(r_ids)} tokens, over lm.max_reasoning_tokens="
-                f"{cfg.lm.max_reasoning_tokens}: raise the limit or shorten the labels"
-            )
-        head = [tokenizer.cot_id, *r_ids, tokenizer.end_cot_id, tokenizer.traj_id]
-    else:
-        head = [tokenizer.traj_id]
+    head = text_head(None if drop_reasoning else reasoning, tokenizer, cfg)
     ids = np.array([*head, *traj_ids.tolist(), tokenizer.eos_id], dtype=np.int64)
     reasoning_targets = np.zeros(len(ids), dtype=np.float32)
     reasoning_targets[1 : len(head)] = 1.0  # the text after the mode token, through <traj>
