@@ -4,9 +4,9 @@ A planner that writes a reason and then ignores it can still be consistent by ac
 probe changes the reason and watches the plan (a counterfactual intervention):
 
 1. plan freely: the model states decision D (parsed from its own text) and a plan;
-2. pick a contrasting decision D' on one axis (`counterfactual_decision`): keep speed /
-   accelerate -> stop, follow / yield / stop -> speed up to pass longitudinally; lane keeping <-> lane change laterally (a change to one
-   side <-> the other side);
+2. pick a contrasting decision D' on one axis (`counterfactual_decision`): longitudinally
+   keep speed / accelerate -> stop, and follow / yield / stop -> speed up to pass; laterally
+   lane keeping <-> lane change (a change to one side <-> the other side);
 3. render D' as CoC text (`counterfactual_text`): the model's own sentence with the decision
    phrase swapped ("Keep the set speed for the pedestrian ..." -> "Come to a stop for the
    pedestrian ..."), so causes and frame stay in the model's distribution;

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
 import logging
 import math
 import os
@@ -241,8 +242,6 @@ def _weights_digest(checkpoint: str | None) -> str | None:
         return None
     meta = Path(checkpoint) / "meta.json"
     try:
-        import json
-
         return json.loads(meta.read_text()).get("weights_sha256")
     except (OSError, ValueError):
         return None

@@ -46,6 +46,7 @@ CONTROLS = "controls"  # (B, 64, 2) float32: what the flow generates, normalised
 # curvature) minus `action_prior` (zero unless flow.prior is set)
 
 COMMAND_INDEX = {c: i for i, c in enumerate(Command)}
+FEATURE_ACCEL, FEATURE_CURV = 4, 5  # columns of `ego_features` (x, y, yaw, speed, a, k)
 
 
 def normalize_controls(controls: np.ndarray, norm: NormalizationConfig) -> np.ndarray:
@@ -79,15 +80,16 @@ def denormalize_controls(x: np.ndarray, norm: NormalizationConfig) -> np.ndarray
 def action_prior(ego_history: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     """(H, 6) normalised ego features (`ego_features`) -> (64, 2) the flow's prior
     (`flow.prior`) in normalised units: zeros for "none"; for "hold_decay" the current
-    acceleration and curvature, decaying as exp(-t / prior_tau_s) over the plan. Training subtracts it
-    from the target controls and the runner adds it back, both through this function."""
+    acceleration and curvature, decaying as exp(-t / prior_tau_s) over the plan. Training
+    subtracts it from the target controls and the runner adds it back, both through this
+    function."""
     steps = cfg.plan_steps
     if cfg.flow.prior == "none":
         return np.zeros((steps, 2), dtype=np.float32)
     norm = cfg.normalization
     last = np.asarray(ego_history, dtype=np.float64)[-1]
-    accel = last[4] * norm.accel_std_mps2 + norm.accel_mean_mps2
-    curv = last[5] * norm.curvature_std_per_m + norm.curvature_mean_per_m
+    accel = last[FEATURE_ACCEL] * norm.accel_std_mps2 + norm.accel_mean_mps2
+    curv = last[FEATURE_CURV] * norm.curvature_std_per_m + norm.curvature_mean_per_m
     decay = np.exp(-np.arange(steps) * cfg.plan_dt_s / cfg.flow.prior_tau_s)
     # a shift in normalised units (scaled, no mean): "none" (zeros) and this agree on what a
     # zero flow output means, the dataset-mean control plus the prior
