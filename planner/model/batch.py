@@ -80,7 +80,8 @@ def denormalize_controls(x: np.ndarray, norm: NormalizationConfig) -> np.ndarray
 def action_prior(ego_history: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     """(H, 6) normalised ego features (`ego_features`) -> (64, 2) the flow's prior
     (`flow.prior`) in normalised units: zeros for "none"; for "hold_decay" the current
-    acceleration and curvature, decaying as exp(-t / prior_tau_s) over the plan. Training
+    acceleration and curvature, decaying as exp(-t / prior_tau_s) over the plan; for
+    "hold_curvature" the decaying curvature only (acceleration prior zero). Training
     subtracts it from the target controls and the runner adds it back, both through this
     function."""
     steps = cfg.plan_steps
@@ -90,6 +91,8 @@ def action_prior(ego_history: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     last = np.asarray(ego_history, dtype=np.float64)[-1]
     accel = last[FEATURE_ACCEL] * norm.accel_std_mps2 + norm.accel_mean_mps2
     curv = last[FEATURE_CURV] * norm.curvature_std_per_m + norm.curvature_mean_per_m
+    if cfg.flow.prior == "hold_curvature":
+        accel = 0.0
     decay = np.exp(-np.arange(steps) * cfg.plan_dt_s / cfg.flow.prior_tau_s)
     # a shift in normalised units (scaled, no mean): "none" (zeros) and this agree on what a
     # zero flow output means, the dataset-mean control plus the prior

@@ -81,6 +81,9 @@ class ActionExpertConfig:
     fourier_min_period: float = 0.0
 
 
+FLOW_PRIORS = ("none", "hold_decay", "hold_curvature")
+
+
 @dataclass
 class FlowConfig:
     """Flow matching (see planner/model/flow.py for the time direction)."""
@@ -92,6 +95,8 @@ class FlowConfig:
     # minus a kinematic prior, the current acceleration and curvature decaying with time
     # constant prior_tau_s (planner.model.batch.action_prior). The prior carries what the ego
     # history already says about the next second; the expert learns the scene's correction.
+    # "hold_curvature" holds (and decays) only the curvature: handing the current acceleration
+    # to the next plan closed a feedback loop in closed loop (docs/TRAINING.md, "runaway").
     prior: str = "none"
     prior_tau_s: float = 2.0
 
@@ -267,8 +272,10 @@ class ModelConfig:
                 f"inference.max_reasoning_tokens={inf.max_reasoning_tokens} exceeds "
                 f"lm.max_reasoning_tokens={lm.max_reasoning_tokens} (the KV cache size)"
             )
-        if self.flow.prior not in ("none", "hold_decay"):
-            raise ConfigError(f"flow.prior={self.flow.prior!r}: use none or hold_decay")
+        if self.flow.prior not in FLOW_PRIORS:
+            raise ConfigError(
+                f"flow.prior={self.flow.prior!r}: use one of {', '.join(FLOW_PRIORS)}"
+            )
         if self.flow.prior_tau_s <= 0:
             raise ConfigError(f"flow.prior_tau_s={self.flow.prior_tau_s}: use a time > 0 s")
         ex = self.expert

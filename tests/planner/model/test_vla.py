@@ -406,6 +406,22 @@ def test_hold_decay_prior_is_subtracted_in_training_and_added_back_by_the_runner
         tiny_config("flow.prior=linear")
 
 
+def test_hold_curvature_prior_hands_on_the_curvature_but_not_the_acceleration() -> None:
+    """flow.prior=hold_curvature: the acceleration prior is zero whatever the ego does (no
+    feedback of the current acceleration into the next plan); the curvature decays as in
+    hold_decay."""
+    cfg = tiny_config("flow.prior=hold_curvature", "flow.prior_tau_s=2.0")
+    inp = planner_input(cfg)
+    inp.ego_history[-1, 5] = 3.5  # accelerating hard (EGO_ACCEL)
+    inp.ego_history[-1, 6] = -0.03  # turning right (EGO_CURV)
+    prior = B.action_prior(B.prompt_arrays(inp, cfg)[B.EGO_HISTORY], cfg)
+    phys = prior * np.array(
+        [cfg.normalization.accel_std_mps2, cfg.normalization.curvature_std_per_m]
+    )
+    assert np.all(phys[:, 0] == 0.0)
+    np.testing.assert_allclose(phys[:, 1], -0.03 * np.exp(-np.arange(64) * 0.1 / 2.0), atol=1e-6)
+
+
 def test_control_normalisation_and_trajectory_bins_round_trip() -> None:
     cfg = tiny_config()
     rng = np.random.default_rng(0)
