@@ -19,6 +19,7 @@ feeds the dataset card. Re-running the same command resumes: only missing episod
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -97,6 +98,30 @@ class PerturbationConfig:
 
 
 @dataclass
+class LearnerConfig:
+    """DAgger-style collection (Ross et al. 2011): a learned planner (the "learner", e.g. the
+    shipped VLA) drives the ego for random intervals while the expert still plans at every
+    step. Samples whose 6.4 s future window contains learner-driven steps are labelled with
+    the expert's plan from that state (future_source "expert_plan"), so the data covers the
+    states the learner itself reaches (its drift, its acceleration runaway) with the expert's
+    correction. Between intervals the expert drives and recovers; those samples keep their
+    executed future. Disabled while `planner` is empty."""
+
+    planner: str = ""  # e.g. "vla"; "" disables
+    planner_options: dict[str, Any] = field(default_factory=dict)  # e.g. {mode: fast}
+    seed: int = 0
+    start_rate_per_s: float = 0.3  # chance per second that an interval starts (when allowed)
+    start_after_s: float = 0.5
+    cooldown_s: float = 1.5  # expert driving at least this long between intervals
+    duration_s: tuple[float, float] = (3.0, 8.0)  # long enough for the learner's drift to build
+    min_speed_mps: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.planner)
+
+
+@dataclass
 class CollectConfig:
     """Everything that decides the collected data (configs/data/collect.yaml)."""
 
@@ -118,6 +143,7 @@ class CollectConfig:
     planner: str = "expert"
     planner_options: dict[str, Any] = field(default_factory=dict)
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
     sim: SimConfig = field(default_factory=load_sim_config)
     sensors: SensorRigConfig = field(default_factory=load_sensor_config)
     coc: CocConfig = field(default_factory=CocConfig)
@@ -134,6 +160,17 @@ class CollectConfig:
             raise ValueError(f"invalid_labels {self.invalid_labels!r}: valid are flag, skip")
         if self.episodes_per_family is not None and self.episodes_per_family < 1:
             raise ValueError("episodes_per_family must be >= 1 (or null for all)")
+        for name, c in (("perturbation", self.perturbation), ("learner", self.learner)):
+            lo, hi = c.duration_s
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name}.duration_s must be 0 < min <= max, got {[lo, hi]}")
+            if c.start_rate_per_s < 0 or c.cooldown_s < 0:
+                raise ValueError(f"{name}.start_rate_per_s and cooldown_s must be >= 0")
+        if self.learner.enabled and self.learner.planner == "expert":
+            raise ValueError(
+                "learner.planner='expert': the learner is the planner being corrected by the "
+                "expert, e.g. vla (set learner.planner='' to collect expert driving only)"
+            )
 
 
 def load_collect_config(
@@ -159,23 +196,22 @@ def select_episodes(cfg: CollectConfig) -> list[ScenarioSpec]:
     return [s for _, _, s in sorted(ranked, key=lambda x: (x[0], x[1]))]
 
 
-# ---- perturbation -----------------------------------------------------------------------------
-class Perturber:
-    """Draws perturbation intervals and applies the active one to a plan."""
+# ---- perturbation and learner intervals -------------------------------------------------------
+class Intervals:
+    """Random intervals: after `start_after_s` and `cooldown_s` of clean driving (and above
+    `min_speed_mps`) one starts with probability `start_rate_per_s` per second and lasts a
+    uniform draw from `duration_s`. Shared by perturbations and learner driving."""
 
-    def __init__(self, cfg: PerturbationConfig, family: str, seed: int):
+    def __init__(self, cfg: PerturbationConfig | LearnerConfig, rng: np.random.Generator):
         self.cfg = cfg
-        self.rng = np.random.default_rng([cfg.seed, zlib.crc32(family.encode()), int(seed)])
+        self.rng = rng
         self.remaining = 0  # steps left in the active interval
-        self.kind = ""
-        self.bias = 0.0  # signed lateral accel (m/s^2) or accel (m/s^2)
         self.clean_s = 0.0
 
-    def step(self, t_s: float, speed: float) -> bool:
-        """Advance one 0.1 s step; True when this step's executed plan is perturbed."""
+    def step(self, t_s: float, speed: float) -> bool | None:
+        """Advance one 0.1 s step: True inside an active interval, None when one starts at
+        this step (the caller draws its parameters; it counts as active), False otherwise."""
         c = self.cfg
-        if not c.enabled:
-            return False
         if self.remaining > 0:
             self.remaining -= 1
             return True
@@ -185,12 +221,33 @@ class Perturber:
         if self.rng.random() >= c.start_rate_per_s * PLAN_DT_S:
             return False
         self.remaining = max(1, int(round(self.rng.uniform(*c.duration_s) / PLAN_DT_S))) - 1
-        lateral = self.rng.random() < c.lateral_probability
-        self.kind = "lateral" if lateral else "longitudinal"
-        rng_ = c.lateral_accel_mps2 if lateral else c.longitudinal_accel_mps2
-        self.bias = float(self.rng.uniform(*rng_)) * (1.0 if self.rng.random() < 0.5 else -1.0)
         self.clean_s = 0.0
-        return True
+        return None
+
+
+class Perturber:
+    """Draws perturbation intervals and applies the active one to a plan."""
+
+    def __init__(self, cfg: PerturbationConfig, family: str, seed: int):
+        self.cfg = cfg
+        self.rng = np.random.default_rng([cfg.seed, zlib.crc32(family.encode()), int(seed)])
+        self.intervals = Intervals(cfg, self.rng)
+        self.kind = ""
+        self.bias = 0.0  # signed lateral accel (m/s^2) or accel (m/s^2)
+
+    def step(self, t_s: float, speed: float) -> bool:
+        """Advance one 0.1 s step; True when this step's executed plan is perturbed."""
+        c = self.cfg
+        if not c.enabled:
+            return False
+        active = self.intervals.step(t_s, speed)
+        if active is None:  # a new interval: draw its kind and bias
+            lateral = self.rng.random() < c.lateral_probability
+            self.kind = "lateral" if lateral else "longitudinal"
+            rng_ = c.lateral_accel_mps2 if lateral else c.longitudinal_accel_mps2
+            self.bias = float(self.rng.uniform(*rng_)) * (1.0 if self.rng.random() < 0.5 else -1.0)
+            return True
+        return active
 
     def apply(self, plan: Trajectory, v0: float) -> Trajectory:
         """The executed plan: the expert's controls plus the bias, re-integrated (so it stays
@@ -217,21 +274,41 @@ class CollectTask:
     out_dir: str
     simulator_factory: Callable[[SimConfig], Any] | None = None
     planner_factory: Callable[[], Planner] | None = None
+    learner_factory: Callable[[], Planner] | None = None
 
 
 _PLANNERS: dict[str, Planner] = {}
 _RIGS: dict[str, SensorRig] = {}
 
 
-def _planner_for(task: CollectTask) -> Planner:
-    if task.planner_factory is not None:
-        return task.planner_factory()
-    key = task.config.planner + json.dumps(to_dict(task.config.planner_options), sort_keys=True)
+def _cached_planner(name: str, options: dict[str, Any]) -> Planner:
+    """One planner per (name, options) per worker process (a VLA loads its checkpoint once)."""
+    key = name + json.dumps(to_dict(options), sort_keys=True)
     if key not in _PLANNERS:
         from planner.planners import make_planner
 
-        _PLANNERS[key] = make_planner(task.config.planner, **task.config.planner_options)
+        _PLANNERS[key] = make_planner(name, **options)
     return _PLANNERS[key]
+
+
+def _planner_for(task: CollectTask) -> Planner:
+    if task.planner_factory is not None:
+        return task.planner_factory()
+    return _cached_planner(task.config.planner, task.config.planner_options)
+
+
+def _learner_for(task: CollectTask) -> Planner | None:
+    if not task.config.learner.enabled:
+        return None
+    if task.learner_factory is not None:
+        return task.learner_factory()
+    learner = _cached_planner(task.config.learner.planner, task.config.learner.planner_options)
+    if learner.privileged:
+        raise UserError(
+            f"learner.planner={task.config.learner.planner!r} is privileged (it sees ground "
+            "truth): the learner must be a sensor-input planner such as vla"
+        )
+    return learner
 
 
 def _rig_for(cfg: SensorRigConfig) -> SensorRig:
@@ -324,6 +401,22 @@ def _cameras(
     return np.stack([cache[j] for j in idx], axis=1)
 
 
+def _learner_plan(
+    learner: Planner, rig: SensorRig, scenes: list[Scene], i: int, cache: dict[int, np.ndarray]
+) -> Trajectory:
+    """The learner's plan at step i from sensor input only: the rendered camera frames (as
+    the closed-loop runner and the dataset give them), the ego history and the route."""
+    inp = build_planner_input(scenes[i])
+    if learner.uses_cameras:
+        cams = _cameras(rig, scenes, i, cache, seed=i)
+        inp = dataclasses.replace(
+            inp, cameras=cams, camera_names=tuple(rig.camera_names), camera_source="rendered"
+        )
+    plan = learner.plan(inp).trajectory
+    plan.validate()
+    return plan
+
+
 def collect_episode(task: CollectTask) -> dict[str, Any]:
     """Simulate one episode with perturbations, cut its samples and write its shard.
     Returns the JSONL record (counts the dataset card is built from)."""
@@ -338,22 +431,40 @@ def collect_episode(task: CollectTask) -> dict[str, Any]:
     planner = _planner_for(task)
     planner.reset()
     perturber = Perturber(cfg.perturbation, spec.family, spec.seed)
+    learner = _learner_for(task)
+    rig = _rig_for(cfg.sensors)
+    if learner is not None:
+        learner.reset()
+        learner_rng = np.random.default_rng(
+            [cfg.learner.seed, zlib.crc32(spec.family.encode()), int(spec.seed), 1]
+        )
+        learner_turns = Intervals(cfg.learner, learner_rng)
     scene = simulator.reset(spec, spec.seed)
-    scenes, outputs, perturbed = [scene], [], []
+    scenes, outputs, perturbed, kinds = [scene], [], [], []
     termination, failure = "time_limit", None
     max_steps = int(math.ceil(spec.duration_s / PLAN_DT_S)) + 1
+    learner_cams: dict[int, np.ndarray] = {}
     t_sim = time.perf_counter()
-    for _ in range(max_steps):
+    for step in range(max_steps):
         try:
             out = call_planner(planner, build_planner_input(scene), scene)
             out.trajectory.validate()
         except Exception as exc:  # noqa: BLE001 - a planner failure ends this episode only
             termination, failure = "planner_failed", f"{type(exc).__name__}: {exc}"
             break
-        noisy = perturber.step(scene.timestamp, scene.ego.speed)
+        driving = learner is not None and learner_turns.step(scene.timestamp, scene.ego.speed)
+        noisy = not driving and perturber.step(scene.timestamp, scene.ego.speed)
         executed = perturber.apply(out.trajectory, scene.ego.speed) if noisy else out.trajectory
+        if driving:
+            assert learner is not None
+            try:
+                executed = _learner_plan(learner, rig, scenes, step, learner_cams)
+            except Exception as exc:  # noqa: BLE001 - the learner failing ends this episode
+                termination, failure = "learner_failed", f"{type(exc).__name__}: {exc}"
+                break
         outputs.append(out)
-        perturbed.append(noisy)
+        perturbed.append(bool(noisy or driving))
+        kinds.append("learner" if driving else (perturber.kind if noisy else None))
         scene = simulator.step(executed)
         scenes.append(scene)
         if simulator.info.done:
@@ -363,7 +474,6 @@ def collect_episode(task: CollectTask) -> dict[str, Any]:
             break
     t_sim = time.perf_counter() - t_sim
 
-    rig = _rig_for(cfg.sensors)
     split = shards.split_of(spec.family, spec.seed, cfg.split_fractions)
     lon: Counter[str] = Counter()
     lat: Counter[str] = Counter()
@@ -380,10 +490,14 @@ def collect_episode(task: CollectTask) -> dict[str, Any]:
         collision_cut = len(outputs) - int(round(cfg.skip_before_collision_s / PLAN_DT_S))
     for i in range(0, len(outputs), cfg.stride_steps):
         out, scene = outputs[i], scenes[i]
-        if len(scenes) - 1 - i < min_future:
+        expert_labelled = any(perturbed[i : i + PLAN_STEPS])  # the future is the expert's plan
+        # With a learner, the expert-labelled states before the learner's collision are kept:
+        # they are what DAgger is for (the expert's plan there is a valid label; the executed
+        # future, which ran into the collision, is not).
+        if len(scenes) - 1 - i < min_future and not (learner is not None and expert_labelled):
             skipped["short_future"] += 1
             continue
-        if i >= collision_cut:
+        if i >= collision_cut and not (learner is not None and expert_labelled):
             skipped["before_collision"] += 1
             continue
         if out.decision is None:
@@ -432,7 +546,7 @@ def collect_episode(task: CollectTask) -> dict[str, Any]:
                 "step": i,
                 "t_s": scene.timestamp,
                 "perturbed": bool(perturbed[i]),
-                "perturbation_kind": perturber.kind if perturbed[i] else None,
+                "perturbation_kind": kinds[i],
                 "steps_since_perturbation": steps_since,
                 "future_source": source,
                 "label_valid": bool(coc.valid),
@@ -481,6 +595,7 @@ def collect_episode(task: CollectTask) -> dict[str, Any]:
         "sha256": written["sha256"],
         "steps": len(outputs),
         "perturbed_steps": int(sum(perturbed)),
+        "learner_steps": sum(k == "learner" for k in kinds),
         "termination": termination,
         "failure": failure,
         "longitudinal": dict(lon),
@@ -530,6 +645,8 @@ def build_manifest(cfg: CollectConfig, specs: list[ScenarioSpec]) -> dict[str, A
     data = to_dict(cfg)
     for key in ("output_dir", "episodes_per_family", "seeds"):
         data.pop(key, None)
+    if not cfg.learner.enabled:  # expert-only collections keep the digest they had before
+        data.pop("learner", None)
     return {
         "version": MANIFEST_VERSION,
         "format_version": shards.FORMAT_VERSION,
@@ -598,12 +715,17 @@ def collect(
     simulator_factory: Callable[[SimConfig], Any] | None = None,
     planner_factory: Callable[[], Planner] | None = None,
     specs: list[ScenarioSpec] | None = None,
+    learner_factory: Callable[[], Planner] | None = None,
 ) -> CollectResult:
     """Collect every episode not yet in `out_dir`, then write index.json and the card.
     `specs` replaces the config's suite selection (tests, custom episode lists)."""
     specs = select_episodes(cfg) if specs is None else list(specs)
     if not specs:
         raise UserError(f"suite {cfg.suite!r} selects no episodes")
+    if cfg.learner.enabled and learner_factory is None:
+        # a wrong learner (unknown name, missing or corrupt checkpoint) fails here, once, and
+        # not as an error record per episode
+        _learner_for(CollectTask(specs[0], cfg, str(out_dir)))
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     manifest = build_manifest(cfg, specs)
@@ -619,7 +741,10 @@ def collect(
     if len(keep) != len(old):  # errored episodes, or shards deleted since: redo them
         log.info("redoing %d episode(s) that errored or lost their shard", len(old) - len(keep))
         atomic_write_text(results.path, "".join(dumps(r) + "\n" for r in keep))
-    tasks = [CollectTask(s, cfg, str(out), simulator_factory, planner_factory) for s in specs]
+    tasks = [
+        CollectTask(s, cfg, str(out), simulator_factory, planner_factory, learner_factory)
+        for s in specs
+    ]
     started = time.perf_counter()
     records = run_resumable(
         run_collect_task,
@@ -667,6 +792,7 @@ def collect(
                 "frames": rig.frames,
                 "resolution": f"{rig.cameras[0].width_px}x{rig.cameras[0].height_px}",
                 "perturbation": cfg.perturbation.enabled,
+                "learner": cfg.learner.planner or None,
                 "invalid_labels": cfg.invalid_labels,
             },
             "config_digest": manifest["config_digest"],
@@ -679,6 +805,7 @@ def collect(
 __all__ = [
     "CollectConfig",
     "CollectResult",
+    "LearnerConfig",
     "PerturbationConfig",
     "collect",
     "collect_episode",

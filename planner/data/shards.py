@@ -703,7 +703,7 @@ def build_card(
     splits: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     episode_s: list[float] = []
     episode_cpu_s: list[float] = []  # NaN for records written before cpu_s existed
-    steps = perturbed = 0
+    steps = perturbed = learner = 0
     for r in ok:
         lon.update(r["longitudinal"])
         lat.update(r["lateral"])
@@ -721,6 +721,7 @@ def build_card(
         sp["samples"] += r["n_samples"]
         steps += r["steps"]
         perturbed += r["perturbed_steps"]
+        learner += r.get("learner_steps", 0)
         episode_s.append(float(r.get("wall_s", 0.0)))
         episode_cpu_s.append(float(r.get("cpu_s", math.nan)))
     n_samples = sum(r["n_samples"] for r in ok)
@@ -732,6 +733,7 @@ def build_card(
         "samples": n_samples,
         "simulated_steps": steps,
         "perturbed_step_fraction": perturbed / steps if steps else 0.0,
+        "learner_step_fraction": learner / steps if steps else 0.0,  # DAgger collections
         "disk_bytes": disk_bytes,
         "bytes_per_sample": disk_bytes / n_samples if n_samples else None,
         "splits": {k: dict(v) for k, v in splits.items()},

@@ -13,7 +13,7 @@ import pytest
 from planner.data import shards
 from planner.data.dataset import KEY, CocDataset
 from planner.errors import UserError
-from planner.types import MAX_ABS_CURVATURE_PER_M, Trajectory
+from planner.types import MAX_ABS_CURVATURE_PER_M, PlannerOutput, Trajectory
 from sim_eval import collect as C
 
 try:  # tests/ may or may not be a package
@@ -175,6 +175,60 @@ def test_perturber_executes_a_biased_feasible_plan():
     p.kind, p.bias = "longitudinal", -2.0
     slower = p.apply(plan, 10.0)
     assert slower.speed[9] == pytest.approx(8.0) and slower.speed.min() >= 0.0
+
+
+class DriftingLearner(fake_sim.ConstantSpeedPlanner):
+    """A learner that speeds up and drifts left; records what it was shown."""
+
+    name = "fake-drifting"
+    seen: list = []
+
+    def plan(self, inp):
+        DriftingLearner.seen.append(None if inp.cameras is None else inp.cameras.shape)
+        traj = Trajectory.from_controls(np.full(64, 2.0), np.full(64, 0.01), inp.ego_speed)
+        return PlannerOutput(trajectory=traj)
+
+
+def test_learner_drives_and_the_expert_labels_its_states(tmp_path):
+    """DAgger collection: the learner's plans are executed for intervals (the ego really
+    speeds up and drifts), every sample whose future holds learner steps is labelled with the
+    expert's plan from that state, and the learner sees the rig's cameras."""
+    DriftingLearner.seen = []
+    cfg = tiny_config(
+        "perturbation.enabled=false",
+        "learner.planner=fake-drifting",
+        "learner.start_rate_per_s=5.0",
+        "learner.start_after_s=0.2",
+        "learner.cooldown_s=0.3",
+        "learner.duration_s=[0.5, 1.0]",
+    )
+    res = C.collect(
+        cfg,
+        tmp_path,
+        simulator_factory=fake_sim.make_fake_simulator,
+        planner_factory=make_counting_planner,
+        learner_factory=DriftingLearner,
+        specs=fake_sim.fake_suite((1,), duration_s=3.0),
+    )
+    assert 0.2 < res.card["learner_step_fraction"] < 0.9
+    assert sum(r["learner_steps"] for r in res.records) == len(DriftingLearner.seen)
+    assert set(DriftingLearner.seen) == {(1, 2, 16, 32, 3)}  # 1 camera x 2 frames, 16 x 32
+    recs = [
+        r
+        for e in shards.load_index(tmp_path)["shards"]
+        for r in shards.read_shard(tmp_path / e["path"])
+    ]
+    by_learner = [r for r in recs if r.meta["perturbation_kind"] == "learner"]
+    assert by_learner and all(r.meta["future_source"] == "expert_plan" for r in by_learner)
+    for r in recs:  # the labels stay the expert's straight lane keeping
+        np.testing.assert_allclose(r.arrays["expert_plan"][:, 5], 0.0, atol=1e-7)
+    # the learner's plans reached the simulator: the ego left the lane centre
+    assert max(abs(r.arrays["ego_state"][2]) for r in recs) > 0.05
+    # enabling a learner is part of what makes two collections mixable
+    plain = C.build_manifest(tiny_config("perturbation.enabled=false"), [])
+    assert plain["config_digest"] != C.build_manifest(cfg, [])["config_digest"]
+    with pytest.raises(ValueError, match="learner.planner='expert'"):
+        tiny_config("learner.planner=expert")
 
 
 @pytest.mark.slow
