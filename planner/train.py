@@ -80,6 +80,9 @@ class TrainConfig:
     """`cocdrive train sft` settings (YAML: configs/train/tiny.yaml)."""
 
     data_dir: str = "~/.cache/cocdrive/datasets/default"
+    # More dataset folders whose train split joins data_dir's (e.g. DAgger collections made
+    # with `data collect learner.planner=CKPT`); validation stays on data_dir's val split.
+    extra_train_dirs: list[str] = field(default_factory=list)
     train_split: str = "train"
     val_split: str = "val"
     model_config: str = "configs/model/tiny.yaml"
@@ -556,9 +559,21 @@ def prepare_data(
             f"dataset folder {str(root)!r} does not exist: collect it first with "
             "'cocdrive data collect --config configs/data/collect.yaml' or set data_dir"
         )
-    train = D.CocDataset(root, cfg.train_split)
+    folders = [root]
+    for extra in cfg.extra_train_dirs:
+        folder = Path(extra).expanduser()
+        if not (folder / shards.INDEX_FILE).is_file():
+            raise UserError(
+                f"extra_train_dirs: {str(folder)!r} is not a collected dataset folder (no "
+                f"{shards.INDEX_FILE}): collect it with 'cocdrive data collect --out {extra}' "
+                "or remove it from extra_train_dirs"
+            )
+        folders.append(folder)
+    train = D.CocDataset(folders, cfg.train_split)
     if len(train) == 0:
         raise UserError(f"{root} has no samples in split {cfg.train_split!r}")
+    if len(folders) > 1:
+        log.info("train split: %d samples from %d dataset folders", len(train), len(folders))
     try:
         val = D.CocDataset(root, cfg.val_split) if cfg.val_split else None
     except UserError:

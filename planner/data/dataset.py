@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ KEY = "key"
 
 
 class CocDataset(Dataset):
-    """Samples of one split (or all, `split=None`) of a collected dataset folder.
+    """Samples of one split (or all, `split=None`) of a collected dataset folder, or of
+    several folders read as one (`root` a list: e.g. the expert set plus DAgger collections).
 
     skip_corrupt: a shard that fails its checks at construction (truncated, missing members,
     sample count or size differing from index.json, with `verify_checksums` its sha256) is
@@ -69,26 +71,38 @@ class CocDataset(Dataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Sequence[str | Path],
         split: str | None = "train",
         *,
         skip_corrupt: bool = False,
         verify_checksums: bool = False,
     ):
-        self.root = Path(root).expanduser()
-        index = shards.load_index(self.root)
+        # several folders (e.g. the expert set and a DAgger collection) read as one dataset
+        roots = [root] if isinstance(root, (str, Path)) else list(root)
+        if not roots:
+            raise UserError("CocDataset needs at least one dataset folder")
+        self.roots = [Path(r).expanduser() for r in roots]
+        self.root = self.roots[0]
+        self.split = split
+        self.skipped_shards: list[shards.ShardProblem] = []
+        self._scans: list[shards.ShardScan] = []
+        self._items: list[tuple[int, int]] = []  # (shard index, sample index)
+        for folder in self.roots:
+            self._add_folder(folder, split, skip_corrupt, verify_checksums)
+        self._files: dict[int, Any] = {}
+
+    def _add_folder(
+        self, folder: Path, split: str | None, skip_corrupt: bool, verify_checksums: bool
+    ) -> None:
+        index = shards.load_index(folder)
         entries = index["shards"]
         if split is not None:
             known = sorted({e["split"] for e in entries} | set(shards.SPLITS))
             if split not in known:
                 raise UserError(f"split {split!r} is not one of {known}")
             entries = [e for e in entries if e["split"] == split]
-        self.split = split
-        self.skipped_shards: list[shards.ShardProblem] = []
-        self._scans: list[shards.ShardScan] = []
-        self._items: list[tuple[int, int]] = []  # (shard index, sample index)
         for e in entries:
-            path = self.root / e["path"]
+            path = folder / e["path"]
             try:
                 scan = shards.scan_shard(path)
                 if scan.trailer.get("n_samples") != e["n_samples"]:
@@ -112,7 +126,6 @@ class CocDataset(Dataset):
             k = len(self._scans)
             self._scans.append(scan)
             self._items.extend((k, j) for j in range(len(scan.samples)))
-        self._files: dict[int, Any] = {}
 
     def __len__(self) -> int:
         return len(self._items)

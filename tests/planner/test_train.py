@@ -14,6 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from planner.config import save_config
+from planner.data import dataset as D
 from planner.data import shards
 from planner.errors import UserError
 from planner.model.checkpoint import CheckpointError, load_checkpoint
@@ -22,8 +23,10 @@ from planner.train import (
     RESUME_DIR,
     STATE_FILE,
     decision_accuracy,
+    load_model_config,
     load_train_config,
     lr_factor,
+    prepare_data,
     train_sft,
     validate,
 )
@@ -216,6 +219,24 @@ def test_missing_data_dir_is_a_clear_error(model_yaml, tmp_path):
     cfg = _cfg(tmp_path / "nope", model_yaml, tmp_path / "run", "max_steps=1")
     with pytest.raises(UserError, match="does not exist: collect it first"):
         train_sft(cfg)
+
+
+def test_extra_train_dirs_join_the_train_split_only(dataset, model_yaml, tmp_path):
+    """A DAgger collection in extra_train_dirs adds its train samples; validation stays on
+    data_dir's val split; a folder that is not a dataset is a clear error."""
+    extra = tmp_path / "dagger"
+    rows = [_write_episode(extra, 7, 4, "train"), _write_episode(extra, 8, 3, "val")]
+    shards.write_index(extra, rows, {})
+    base = _cfg(dataset, model_yaml, tmp_path / "run")
+    train0, val0, tok = prepare_data(base, load_model_config(base), None)
+    cfg = _cfg(dataset, model_yaml, tmp_path / "run", f"extra_train_dirs=[{extra}]")
+    train1, val1, _ = prepare_data(cfg, load_model_config(cfg), tok)
+    assert len(train1) == len(train0) + 4 and len(val1) == len(val0) == 3
+    keys = {train1[i][D.KEY] for i in range(len(train1))}
+    assert {f"toy-7-{j:04d}" for j in range(4)} <= keys
+    bad = _cfg(dataset, model_yaml, tmp_path / "run", f"extra_train_dirs=[{tmp_path / 'nope'}]")
+    with pytest.raises(UserError, match="extra_train_dirs.*not a collected dataset"):
+        prepare_data(bad, load_model_config(bad), tok)
 
 
 def test_damaged_training_state_is_a_clear_error(dataset, model_yaml, tmp_path):
