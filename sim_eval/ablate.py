@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 import logging
 import math
 import os
@@ -181,14 +180,14 @@ def run_ablation(
     """Run (or resume) every variant into `out_dir/<variant>`, then compare and write
     ablate.json and index.html. `planner_factories` (tests) replaces a variant's planner;
     `progress(variant)` gives a (done, total) callback per variant."""
-    from sim_eval.runner import load_run_config, run_suite
+    from sim_eval.runner import load_run_config, run_suite, weights_digest
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not variants:
         raise UserError("no ablation variants to run")
     factories = planner_factories or {}
-    digest = _weights_digest(checkpoint)  # before the runs: the weights the workers load
+    digest = weights_digest(checkpoint)  # before the runs: the weights the workers load
     runs: dict[str, dict[str, Any]] = {}
     for v in variants:
         cfg = load_run_config(None, list(overrides))
@@ -234,17 +233,6 @@ def run_ablation(
     atomic_write_json(out / ABLATE_FILE, results)
     write_index(out, results)
     return results
-
-
-def _weights_digest(checkpoint: str | None) -> str | None:
-    """The checkpoint's weights_sha256 (meta.json), so a table names the exact weights."""
-    if checkpoint is None:
-        return None
-    meta = Path(checkpoint) / "meta.json"
-    try:
-        return json.loads(meta.read_text()).get("weights_sha256")
-    except (OSError, ValueError):
-        return None
 
 
 # ---- statistics -------------------------------------------------------------------------------

@@ -328,6 +328,9 @@ def build_manifest(
         "version": MANIFEST_VERSION,
         "suite": suite,
         "planner": planner_id,
+        # a checkpoint path names a folder whose weights can change (a retrained checkpoint
+        # exported to the same path): the weights digest keeps such runs apart
+        "planner_weights": weights_digest(planner_id),
         "planner_options": to_dict(cfg.planner_options),
         "simulator": simulator_id,
         "scenarios": [s.key for s in scenarios],
@@ -339,6 +342,17 @@ def build_manifest(
         ),
         "scenario_params_digest": _digest([[s.key, to_dict(s.params)] for s in scenarios]),
     }
+
+
+def weights_digest(checkpoint: str | None) -> str | None:
+    """A checkpoint folder's weights_sha256 (its meta.json); None for built-in planners."""
+    if checkpoint is None:
+        return None
+    meta = Path(checkpoint).expanduser() / "meta.json"
+    try:
+        return json.loads(meta.read_text()).get("weights_sha256")
+    except (OSError, ValueError):
+        return None
 
 
 def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
@@ -358,6 +372,7 @@ def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     labels = {
         "suite": "suite",
         "planner": "planner",
+        "planner_weights": "planner checkpoint weights",
         "planner_options": "planner options",
         "simulator": "simulator",
         "scenarios": "scenarios/seeds",

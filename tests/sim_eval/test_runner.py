@@ -113,6 +113,26 @@ def test_refuses_a_results_folder_of_another_suite_or_planner(tmp_path):
     assert len(_run(tmp_path).records) == 8
 
 
+def test_a_retrained_checkpoint_at_the_same_path_is_another_run(tmp_path):
+    """A checkpoint folder re-exported with new weights must not resume the old results."""
+    from sim_eval.runner import build_manifest, check_manifest
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "meta.json").write_text(json.dumps({"weights_sha256": "aaaa"}))
+    cfg, specs = _cfg(), fake_sim.fake_suite((1,))
+    first = build_manifest(cfg, "fake", specs, str(ckpt), "fake")
+    assert first["planner_weights"] == "aaaa"
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / MANIFEST_FILE).write_text(json.dumps(first))
+    check_manifest(out, build_manifest(cfg, "fake", specs, str(ckpt), "fake"))  # same weights
+    (ckpt / "meta.json").write_text(json.dumps({"weights_sha256": "bbbb"}))
+    with pytest.raises(UserError, match="planner checkpoint weights differs.*new --out"):
+        check_manifest(out, build_manifest(cfg, "fake", specs, str(ckpt), "fake"))
+    assert build_manifest(cfg, "fake", specs, "const-vel", "fake")["planner_weights"] is None
+
+
 def test_errored_episode_is_recorded_and_retried_on_resume(tmp_path):
     specs = fake_sim.fake_suite((1,))
     broken = [s for s in specs if s.family == "cruise"]
