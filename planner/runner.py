@@ -381,7 +381,9 @@ class Runner:
                 t = np.full(k, t_start, dtype=np.float32)
                 velocity = be.denoise_step(x, t, k_cache, v_cache, context_mask, offset)
                 x = flow.euler_step(x, velocity, options.euler_steps).astype(np.float32)
-            x = x.reshape(k, cfg.plan_steps, 2) + B.action_prior(prompt[B.EGO_HISTORY], cfg)
+            x = x.reshape(k, cfg.plan_steps, 2) + B.action_prior(
+                prompt[B.EGO_HISTORY], cfg, prompt[B.ROUTE]
+            )
             controls = B.denormalize_controls(x, cfg.normalization)
             timings["denoise"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = sum(timings.values())

@@ -32,6 +32,9 @@ from planner.types import (
     InvalidInputError,
     PlannerInput,
 )
+from planner.types import (
+    MAX_ABS_CURVATURE_PER_M as MAX_CURV,
+)
 
 CAMERAS = "cameras"  # (B, N_cam, T, H, W, 3) uint8
 EGO_HISTORY = "ego_history"  # (B, H, 6) float32, normalised
@@ -46,7 +49,11 @@ CONTROLS = "controls"  # (B, 64, 2) float32: what the flow generates, normalised
 # curvature) minus `action_prior` (zero unless flow.prior is set)
 
 COMMAND_INDEX = {c: i for i, c in enumerate(Command)}
-FEATURE_ACCEL, FEATURE_CURV = 4, 5  # columns of `ego_features` (x, y, yaw, speed, a, k)
+FEATURE_SPEED, FEATURE_ACCEL, FEATURE_CURV = (
+    3,
+    4,
+    5,
+)  # columns of `ego_features` (x, y, yaw, speed, a, k)
 
 
 def normalize_controls(controls: np.ndarray, norm: NormalizationConfig) -> np.ndarray:
@@ -77,27 +84,101 @@ def denormalize_controls(x: np.ndarray, norm: NormalizationConfig) -> np.ndarray
     )
 
 
-def action_prior(ego_history: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    """(H, 6) normalised ego features (`ego_features`) -> (64, 2) the flow's prior
+def action_prior(
+    ego_history: np.ndarray, cfg: ModelConfig, route: np.ndarray | None = None
+) -> np.ndarray:
+    """(H, 6) normalised ego features (`ego_features`) and the (tokens, 2 * points) route
+    features (`route_features`; needed by "route_pursuit") -> (64, 2) the flow's prior
     (`flow.prior`) in normalised units: zeros for "none"; for "hold_decay" the current
     acceleration and curvature, decaying as exp(-t / prior_tau_s) over the plan; for
-    "hold_curvature" the decaying curvature only (acceleration prior zero). Training
-    subtracts it from the target controls and the runner adds it back, both through this
-    function."""
+    "hold_curvature" the decaying curvature only; for "route_pursuit" zero acceleration and
+    the curvature that follows the route (`route_pursuit_curvature`). Training subtracts it
+    from the target controls and the runner adds it back, both through this function."""
     steps = cfg.plan_steps
     if cfg.flow.prior == "none":
         return np.zeros((steps, 2), dtype=np.float32)
     norm = cfg.normalization
     last = np.asarray(ego_history, dtype=np.float64)[-1]
+    # a shift in normalised units (scaled, no mean): "none" (zeros) and this agree on what a
+    # zero flow output means, the dataset-mean control plus the prior
+    scale = np.array([norm.accel_std_mps2, norm.curvature_std_per_m])
+    if cfg.flow.prior == "route_pursuit":
+        if route is None:
+            raise ValueError("flow.prior=route_pursuit needs the route features")
+        route_xy = np.asarray(route, dtype=np.float64).reshape(-1, 2) * np.array(
+            norm.route_scales_m
+        )
+        v0 = max(0.0, float(last[FEATURE_SPEED]) * norm.speed_scale_mps)
+        curv = route_pursuit_curvature(
+            route_xy,
+            v0,
+            steps,
+            cfg.plan_dt_s,
+            cfg.flow.prior_lookahead_s,
+            cfg.flow.prior_lookahead_min_m,
+        )
+        return (np.stack([np.zeros(steps), curv], axis=1) / scale).astype(np.float32)
     accel = last[FEATURE_ACCEL] * norm.accel_std_mps2 + norm.accel_mean_mps2
     curv = last[FEATURE_CURV] * norm.curvature_std_per_m + norm.curvature_mean_per_m
     if cfg.flow.prior == "hold_curvature":
         accel = 0.0
     decay = np.exp(-np.arange(steps) * cfg.plan_dt_s / cfg.flow.prior_tau_s)
-    # a shift in normalised units (scaled, no mean): "none" (zeros) and this agree on what a
-    # zero flow output means, the dataset-mean control plus the prior
-    scale = np.array([norm.accel_std_mps2, norm.curvature_std_per_m])
     return (np.stack([accel * decay, curv * decay], axis=1) / scale).astype(np.float32)
+
+
+def route_pursuit_curvature(
+    route_xy: np.ndarray,
+    v0: float,
+    steps: int,
+    dt: float,
+    lookahead_s: float,
+    lookahead_min_m: float,
+) -> np.ndarray:
+    """(steps,) curvature of a pure-pursuit follower (Coulter 1992) of the route polyline
+    (ego frame at t0, points ahead of the ego's projection) driven at constant speed v0 from
+    the ego pose: at each 0.1 s step the look-ahead point is max(lookahead_min_m,
+    lookahead_s * v0) along the route beyond the follower's projection, and the curvature is
+    2 y / d^2 of that point in the follower's frame, clamped to the control limit. Written by
+    hand: a 64-step rollout on a 20-point polyline, run per sample in the data loader, where
+    a path-tracking library would cost more than it saves."""
+    r = np.asarray(route_xy, dtype=np.float64).reshape(-1, 2)
+    if len(r) < 2 or not np.isfinite(r).all():
+        return np.zeros(steps)
+    # the route starts one spacing ahead of the ego's projection: extend it backwards so the
+    # follower always projects inside the polyline
+    r = np.concatenate([r[:1] - 4.0 * (r[1:2] - r[:1]), r], axis=0)
+    seg = np.diff(r, axis=0)
+    seg_len = np.maximum(np.linalg.norm(seg, axis=1), 1e-9)
+    s_nodes = np.concatenate([[0.0], np.cumsum(seg_len)])
+    look = max(lookahead_min_m, lookahead_s * v0)
+    x = y = yaw = 0.0
+    out = np.zeros(steps)
+    for k in range(steps):
+        # projection of the follower on every segment, keep the nearest
+        rel = np.array([x, y]) - r[:-1]
+        u = np.clip((rel * seg).sum(axis=1) / seg_len**2, 0.0, 1.0)
+        d2 = ((r[:-1] + u[:, None] * seg - np.array([x, y])) ** 2).sum(axis=1)
+        j = int(np.argmin(d2))
+        s_target = s_nodes[j] + u[j] * seg_len[j] + look
+        if s_target <= s_nodes[-1]:
+            tx = np.interp(s_target, s_nodes, r[:, 0])
+            ty = np.interp(s_target, s_nodes, r[:, 1])
+        else:  # past the route's end: continue its last direction
+            extra = s_target - s_nodes[-1]
+            tx, ty = r[-1] + extra * seg[-1] / seg_len[-1]
+        dx, dy = tx - x, ty - y
+        c, s_ = np.cos(yaw), np.sin(yaw)
+        lx, ly = c * dx + s_ * dy, -s_ * dx + c * dy
+        kappa = float(np.clip(2.0 * ly / max(lx * lx + ly * ly, 1e-6), -MAX_CURV, MAX_CURV))
+        out[k] = kappa
+        # advance along the arc (midpoint heading); at standstill the pose stays, the
+        # geometry (and so the curvature) too
+        ds = v0 * dt
+        mid = yaw + 0.5 * kappa * ds
+        x += ds * np.cos(mid)
+        y += ds * np.sin(mid)
+        yaw += kappa * ds
+    return out
 
 
 def trajectory_bins(normalized: np.ndarray, cfg: TrajectoryTokenConfig) -> np.ndarray:
@@ -252,7 +333,7 @@ def make_example(
             REASONING_TARGETS: reasoning_targets,
             TRAJECTORY_TARGETS: trajectory_targets,
             CONTEXT_LEN: np.int64(len(head)),
-            CONTROLS: norm_controls - action_prior(example[EGO_HISTORY], cfg),
+            CONTROLS: norm_controls - action_prior(example[EGO_HISTORY], cfg, example[ROUTE]),
         }
     )
     return example

@@ -81,7 +81,7 @@ class ActionExpertConfig:
     fourier_min_period: float = 0.0
 
 
-FLOW_PRIORS = ("none", "hold_decay", "hold_curvature")
+FLOW_PRIORS = ("none", "hold_decay", "hold_curvature", "route_pursuit")
 
 
 @dataclass
@@ -97,8 +97,14 @@ class FlowConfig:
     # history already says about the next second; the expert learns the scene's correction.
     # "hold_curvature" holds (and decays) only the curvature: handing the current acceleration
     # to the next plan closed a feedback loop in closed loop (docs/TRAINING.md, "runaway").
+    # "route_pursuit": zero acceleration and the curvature of a pure-pursuit rollout along the
+    # route at the current speed (look-ahead max(prior_lookahead_min_m, prior_lookahead_s x
+    # speed)): a prior that steers back to the route wherever the ego is, so lateral drift
+    # is corrected by construction and the flow learns the departures (lane changes, nudges).
     prior: str = "none"
     prior_tau_s: float = 2.0
+    prior_lookahead_s: float = 1.2
+    prior_lookahead_min_m: float = 8.0
 
 
 @dataclass
@@ -276,6 +282,8 @@ class ModelConfig:
             raise ConfigError(
                 f"flow.prior={self.flow.prior!r}: use one of {', '.join(FLOW_PRIORS)}"
             )
+        if self.flow.prior_lookahead_s <= 0 or self.flow.prior_lookahead_min_m <= 0:
+            raise ConfigError("flow.prior_lookahead_s and prior_lookahead_min_m must be > 0")
         if self.flow.prior_tau_s <= 0:
             raise ConfigError(f"flow.prior_tau_s={self.flow.prior_tau_s}: use a time > 0 s")
         ex = self.expert

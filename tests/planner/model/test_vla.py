@@ -422,6 +422,50 @@ def test_hold_curvature_prior_hands_on_the_curvature_but_not_the_acceleration() 
     np.testing.assert_allclose(phys[:, 1], -0.03 * np.exp(-np.arange(64) * 0.1 / 2.0), atol=1e-6)
 
 
+def test_route_pursuit_prior_steers_back_to_the_route_and_follows_its_curve(parts) -> None:
+    """flow.prior=route_pursuit: zero acceleration (whatever the ego does now) and the
+    curvature of following the route, so a plan made of the prior alone converges onto a
+    route 2 m to the left and drives a 50 m-radius route bend at 1/50 1/m; the runner adds
+    back what training subtracts."""
+    _, tok, _ = parts
+    cfg = tiny_config("flow.prior=route_pursuit")
+    norm = cfg.normalization
+    scale = np.array([norm.accel_std_mps2, norm.curvature_std_per_m])
+    inp = planner_input(cfg, speed_mps=15.0)
+    inp.ego_history[-1, 5] = 3.5  # accelerating hard: not handed on
+    inp.route_xy = np.stack([4.0 * np.arange(1, 21), np.full(20, 2.0)], axis=1)
+    prompt = B.prompt_arrays(inp, cfg)
+    phys = B.action_prior(prompt[B.EGO_HISTORY], cfg, prompt[B.ROUTE]) * scale
+    assert np.all(phys[:, 0] == 0.0)
+    path = Trajectory.from_controls(phys[:, 0], phys[:, 1], 15.0)
+    assert phys[0, 1] > 0.0  # turns toward the route
+    assert abs(path.xy[40, 1] - 2.0) < 0.3 and abs(path.xy[-1, 1] - 2.0) < 0.3
+    bend = np.arange(1, 21) * 4.0 / 50.0
+    inp.route_xy = np.stack([50 * np.sin(bend), 50 * (1 - np.cos(bend))], axis=1)
+    prompt = B.prompt_arrays(inp, cfg)
+    phys = B.action_prior(prompt[B.EGO_HISTORY], cfg, prompt[B.ROUTE]) * scale
+    np.testing.assert_allclose(phys[:30, 1], 1 / 50.0, rtol=0.05)
+    with pytest.raises(ValueError, match="route"):
+        B.action_prior(prompt[B.EGO_HISTORY], cfg)
+
+    class Still(TorchBackend):  # zero velocity: the sample stays the initial noise
+        def denoise_step(self, x_t, *args):
+            return np.zeros_like(x_t)
+
+    outs = {}
+    for name, c in (("none", tiny_config()), ("route", cfg)):
+        runner = Runner(Still(tiny_model(c, tok)), c, tok)
+        outs[name] = runner.run(prompt, RunOptions(mode="fast"), np.random.default_rng(3)).controls
+    np.testing.assert_allclose(outs["route"][0] - outs["none"][0], phys, atol=1e-5)
+    controls = np.stack([np.zeros(64), np.full(64, 0.01)], axis=1)
+    ex = B.make_example(inp, controls, "Hold the speed.", tok, cfg)
+    np.testing.assert_allclose(
+        ex[B.CONTROLS] * scale,
+        controls - B.denormalize_controls(np.zeros((64, 2)), norm) - phys,
+        atol=1e-5,
+    )
+
+
 def test_control_normalisation_and_trajectory_bins_round_trip() -> None:
     cfg = tiny_config()
     rng = np.random.default_rng(0)
