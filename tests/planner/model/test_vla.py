@@ -368,6 +368,23 @@ def test_route_tokens_scale_lateral_offsets_separately() -> None:
     assert np.isclose(split[0, 0], 4.0 / 50.0)
 
 
+class StillBackend(TorchBackend):
+    """Zero flow velocity: the sample stays the initial noise (the prior alone shows)."""
+
+    def denoise_step(self, x_t, *args):
+        return np.zeros_like(x_t)
+
+
+def assert_runner_adds_the_prior(prompt, cfg, tok, phys) -> None:
+    """With a zero flow, the runner's controls under `cfg` minus those without a prior are
+    the prior `phys` (physical units): the runner adds back what training subtracts."""
+    outs = {}
+    for name, c in (("none", tiny_config()), ("prior", cfg)):
+        runner = Runner(StillBackend(tiny_model(c, tok)), c, tok)
+        outs[name] = runner.run(prompt, RunOptions(mode="fast"), np.random.default_rng(3)).controls
+    np.testing.assert_allclose(outs["prior"][0] - outs["none"][0], phys, atol=1e-5)
+
+
 def test_hold_decay_prior_is_subtracted_in_training_and_added_back_by_the_runner(parts) -> None:
     """flow.prior=hold_decay: the flow target is the controls minus the current accel and
     curvature decaying over prior_tau_s; the runner adds the same prior to what it samples."""
@@ -393,15 +410,7 @@ def test_hold_decay_prior_is_subtracted_in_training_and_added_back_by_the_runner
     plain = B.make_example(inp, controls, "Hold the speed.", tok, tiny_config())
     assert np.array_equal(ex[B.TEXT_IDS], plain[B.TEXT_IDS])
 
-    class Still(TorchBackend):  # zero velocity: the sample stays the initial noise
-        def denoise_step(self, x_t, *args):
-            return np.zeros_like(x_t)
-
-    outs = {}
-    for name, c in (("none", tiny_config()), ("hold", cfg)):
-        runner = Runner(Still(tiny_model(c, tok)), c, tok)
-        outs[name] = runner.run(prompt, RunOptions(mode="fast"), np.random.default_rng(3)).controls
-    np.testing.assert_allclose(outs["hold"][0] - outs["none"][0], phys, atol=1e-5)
+    assert_runner_adds_the_prior(prompt, cfg, tok, phys)
     with pytest.raises(Exception, match="hold_decay"):
         tiny_config("flow.prior=linear")
 
@@ -448,15 +457,7 @@ def test_route_pursuit_prior_steers_back_to_the_route_and_follows_its_curve(part
     with pytest.raises(ValueError, match="route"):
         B.action_prior(prompt[B.EGO_HISTORY], cfg)
 
-    class Still(TorchBackend):  # zero velocity: the sample stays the initial noise
-        def denoise_step(self, x_t, *args):
-            return np.zeros_like(x_t)
-
-    outs = {}
-    for name, c in (("none", tiny_config()), ("route", cfg)):
-        runner = Runner(Still(tiny_model(c, tok)), c, tok)
-        outs[name] = runner.run(prompt, RunOptions(mode="fast"), np.random.default_rng(3)).controls
-    np.testing.assert_allclose(outs["route"][0] - outs["none"][0], phys, atol=1e-5)
+    assert_runner_adds_the_prior(prompt, cfg, tok, phys)
     controls = np.stack([np.zeros(64), np.full(64, 0.01)], axis=1)
     ex = B.make_example(inp, controls, "Hold the speed.", tok, cfg)
     np.testing.assert_allclose(
