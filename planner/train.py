@@ -643,6 +643,19 @@ def train_sft(
         init = load_checkpoint(Path(cfg.init_from).expanduser())
         tokenizer = init.tokenizer
         log.info("fine-tuning from %s (weights and tokenizer)", cfg.init_from)
+        if to_dict(init.config.flow) != to_dict(mcfg.flow):
+            # allowed (a fine-tune may change the prior on purpose), but the flow's target
+            # changes meaning, so a default model config must not change it silently
+            log.warning(
+                "init_from=%s was trained with flow %s; this run trains with flow %s (from "
+                "%s + model_overrides): pass model_overrides=[flow.prior=%s] to keep the "
+                "checkpoint's",
+                cfg.init_from,
+                to_dict(init.config.flow),
+                to_dict(mcfg.flow),
+                cfg.model_config,
+                init.config.flow.prior,
+            )
     train_ds, val_ds, tokenizer = prepare_data(cfg, mcfg, tokenizer)
 
     torch.manual_seed(cfg.seed)

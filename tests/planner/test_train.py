@@ -109,7 +109,7 @@ def _cfg(dataset: Path, model_yaml: Path, out: Path, *extra: str):
     )
 
 
-def test_loss_falls_and_final_checkpoint_loads(dataset, model_yaml, tmp_path):
+def test_loss_falls_and_final_checkpoint_loads(dataset, model_yaml, tmp_path, caplog):
     torch.set_num_threads(1)
     cfg = _cfg(dataset, model_yaml, tmp_path / "run", "max_steps=30", "val_max_samples=2")
     result = train_sft(cfg)
@@ -156,10 +156,12 @@ def test_loss_falls_and_final_checkpoint_loads(dataset, model_yaml, tmp_path):
         tmp_path / "bad",
         "max_steps=2",
         f"init_from={result.final_checkpoint}",
-        "model_overrides=[expert.width=48]",
+        "model_overrides=[expert.width=48, flow.prior=route_pursuit]",
     )
     with pytest.raises(CheckpointError, match="does not fit"):
         train_sft(other)
+    # a changed flow prior is allowed but said out loud (the flow's target changes meaning)
+    assert "pass model_overrides=[flow.prior=none]" in caplog.text
 
 
 def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, model_yaml, tmp_path):
