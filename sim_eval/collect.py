@@ -207,11 +207,12 @@ class Intervals:
         self.rng = rng
         self.remaining = 0  # steps left in the active interval
         self.clean_s = 0.0
+        self.just_started = False  # the last step() started an interval (draw its parameters)
 
-    def step(self, t_s: float, speed: float) -> bool | None:
-        """Advance one 0.1 s step: True inside an active interval, None when one starts at
-        this step (the caller draws its parameters; it counts as active), False otherwise."""
+    def step(self, t_s: float, speed: float) -> bool:
+        """Advance one 0.1 s step; True inside an active interval (its first step included)."""
         c = self.cfg
+        self.just_started = False
         if self.remaining > 0:
             self.remaining -= 1
             return True
@@ -222,7 +223,8 @@ class Intervals:
             return False
         self.remaining = max(1, int(round(self.rng.uniform(*c.duration_s) / PLAN_DT_S))) - 1
         self.clean_s = 0.0
-        return None
+        self.just_started = True
+        return True
 
 
 class Perturber:
@@ -241,12 +243,11 @@ class Perturber:
         if not c.enabled:
             return False
         active = self.intervals.step(t_s, speed)
-        if active is None:  # a new interval: draw its kind and bias
+        if self.intervals.just_started:  # a new interval: draw its kind and bias
             lateral = self.rng.random() < c.lateral_probability
             self.kind = "lateral" if lateral else "longitudinal"
             rng_ = c.lateral_accel_mps2 if lateral else c.longitudinal_accel_mps2
             self.bias = float(self.rng.uniform(*rng_)) * (1.0 if self.rng.random() < 0.5 else -1.0)
-            return True
         return active
 
     def apply(self, plan: Trajectory, v0: float) -> Trajectory:

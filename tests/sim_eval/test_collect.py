@@ -182,9 +182,11 @@ class DriftingLearner(fake_sim.ConstantSpeedPlanner):
 
     name = "fake-drifting"
     seen: list = []
+    times: list = []
 
     def plan(self, inp):
         DriftingLearner.seen.append(None if inp.cameras is None else inp.cameras.shape)
+        DriftingLearner.times.append(round(inp.timestamp / 0.1))
         traj = Trajectory.from_controls(np.full(64, 2.0), np.full(64, 0.01), inp.ego_speed)
         return PlannerOutput(trajectory=traj)
 
@@ -193,7 +195,7 @@ def test_learner_drives_and_the_expert_labels_its_states(tmp_path):
     """DAgger collection: the learner's plans are executed for intervals (the ego really
     speeds up and drifts), every sample whose future holds learner steps is labelled with the
     expert's plan from that state, and the learner sees the rig's cameras."""
-    DriftingLearner.seen = []
+    DriftingLearner.seen, DriftingLearner.times = [], []
     cfg = tiny_config(
         "perturbation.enabled=false",
         "learner.planner=fake-drifting",
@@ -213,6 +215,14 @@ def test_learner_drives_and_the_expert_labels_its_states(tmp_path):
     assert 0.2 < res.card["learner_step_fraction"] < 0.9
     assert sum(r["learner_steps"] for r in res.records) == len(DriftingLearner.seen)
     assert set(DriftingLearner.seen) == {(1, 2, 16, 32, 3)}  # 1 camera x 2 frames, 16 x 32
+    # every interval drives its whole drawn length, 0.5-1.0 s = 5-10 steps, from its first
+    # step on (the last one may be cut by the episode's end)
+    runs, steps = [], DriftingLearner.times
+    for k, t in enumerate(steps):
+        if k == 0 or t != steps[k - 1] + 1:
+            runs.append(0)
+        runs[-1] += 1
+    assert len(runs) >= 2 and all(5 <= n <= 10 for n in runs[:-1]), runs
     recs = [
         r
         for e in shards.load_index(tmp_path)["shards"]
