@@ -144,8 +144,9 @@ def route_pursuit_curvature(
     r = np.asarray(route_xy, dtype=np.float64).reshape(-1, 2)
     if len(r) < 2 or not np.isfinite(r).all():
         return np.zeros(steps)
-    # the route starts one spacing ahead of the ego's projection: extend it backwards so the
-    # follower always projects inside the polyline
+    # the route starts one spacing ahead of the ego's projection: extend it backwards by four
+    # spacings (16 m) along its first segment, so the follower projects inside the polyline
+    # even when it starts a little behind the route's start
     r = np.concatenate([r[:1] - 4.0 * (r[1:2] - r[:1]), r], axis=0)
     seg = np.diff(r, axis=0)
     seg_len = np.maximum(np.linalg.norm(seg, axis=1), 1e-9)
