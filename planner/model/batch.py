@@ -29,11 +29,9 @@ from planner.types import (
     EGO_X,
     EGO_Y,
     EGO_YAW,
+    MAX_ABS_CURVATURE_PER_M,
     InvalidInputError,
     PlannerInput,
-)
-from planner.types import (
-    MAX_ABS_CURVATURE_PER_M as MAX_CURV,
 )
 
 CAMERAS = "cameras"  # (B, N_cam, T, H, W, 3) uint8
@@ -49,11 +47,8 @@ CONTROLS = "controls"  # (B, 64, 2) float32: what the flow generates, normalised
 # curvature) minus `action_prior` (zero unless flow.prior is set)
 
 COMMAND_INDEX = {c: i for i, c in enumerate(Command)}
-FEATURE_SPEED, FEATURE_ACCEL, FEATURE_CURV = (
-    3,
-    4,
-    5,
-)  # columns of `ego_features` (x, y, yaw, speed, a, k)
+# columns of `ego_features` (x, y, yaw, speed, a, k)
+FEATURE_SPEED, FEATURE_ACCEL, FEATURE_CURV = 3, 4, 5
 
 
 def normalize_controls(controls: np.ndarray, norm: NormalizationConfig) -> np.ndarray:
@@ -170,7 +165,8 @@ def route_pursuit_curvature(
         dx, dy = tx - x, ty - y
         c, s_ = np.cos(yaw), np.sin(yaw)
         lx, ly = c * dx + s_ * dy, -s_ * dx + c * dy
-        kappa = float(np.clip(2.0 * ly / max(lx * lx + ly * ly, 1e-6), -MAX_CURV, MAX_CURV))
+        limit = MAX_ABS_CURVATURE_PER_M
+        kappa = float(np.clip(2.0 * ly / max(lx * lx + ly * ly, 1e-6), -limit, limit))
         out[k] = kappa
         # advance along the arc (midpoint heading); at standstill the pose stays, the
         # geometry (and so the curvature) too
