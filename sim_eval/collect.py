@@ -387,9 +387,16 @@ def _agent_futures(scenes: list[Scene], i: int) -> dict[str, np.ndarray]:
 
 
 def _cameras(
-    rig: SensorRig, scenes: list[Scene], i: int, cache: dict[int, np.ndarray], seed: int
+    rig: SensorRig,
+    scenes: list[Scene],
+    i: int,
+    cache: dict[int, np.ndarray],
+    seed: int,
+    prune: bool = True,
 ) -> np.ndarray:
-    """(N_cam, T, H, W, 3): frames i-T+1..i (the oldest repeated at an episode's start)."""
+    """(N_cam, T, H, W, 3): frames i-T+1..i (the oldest repeated at an episode's start).
+    `cache` keeps rendered frames by step; `prune` drops those before i-T+1 (callers walking
+    forward once), False keeps them for a later pass over the same episode."""
     t = rig.config.frames
     if rig.config.randomization.enabled:
         return rig.render(scenes[i], scenes[max(0, i - t + 1) : i], seed=seed)
@@ -397,7 +404,7 @@ def _cameras(
     for j in idx:
         if j not in cache:
             cache[j] = rig.render_frame(scenes[j])
-    for j in [j for j in cache if j < i - t + 1]:
+    for j in [j for j in cache if prune and j < i - t + 1]:
         del cache[j]
     return np.stack([cache[j] for j in idx], axis=1)
 
@@ -406,10 +413,11 @@ def _learner_plan(
     learner: Planner, rig: SensorRig, scenes: list[Scene], i: int, cache: dict[int, np.ndarray]
 ) -> Trajectory:
     """The learner's plan at step i from sensor input only: the rendered camera frames (as
-    the closed-loop runner and the dataset give them), the ego history and the route."""
+    the closed-loop runner and the dataset give them), the ego history and the route. The
+    frames stay in `cache` for the episode's samples (rendered once)."""
     inp = build_planner_input(scenes[i])
     if learner.uses_cameras:
-        cams = _cameras(rig, scenes, i, cache, seed=i)
+        cams = _cameras(rig, scenes, i, cache, seed=i, prune=False)
         inp = dataclasses.replace(
             inp, cameras=cams, camera_names=tuple(rig.camera_names), camera_source="rendered"
         )
@@ -483,7 +491,7 @@ def collect_episode(task: CollectTask) -> dict[str, Any]:
     skipped: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     members: list[dict[str, bytes]] = []
-    cam_cache: dict[int, np.ndarray] = {}
+    cam_cache = learner_cams  # frames the learner already saw are not rendered again
     label_rng = np.random.default_rng([cfg.label_seed, zlib.crc32(spec.family.encode()), spec.seed])
     min_future = int(round(cfg.min_future_s / PLAN_DT_S))
     collision_cut = len(outputs)
@@ -491,14 +499,15 @@ def collect_episode(task: CollectTask) -> dict[str, Any]:
         collision_cut = len(outputs) - int(round(cfg.skip_before_collision_s / PLAN_DT_S))
     for i in range(0, len(outputs), cfg.stride_steps):
         out, scene = outputs[i], scenes[i]
-        expert_labelled = any(perturbed[i : i + PLAN_STEPS])  # the future is the expert's plan
-        # With a learner, the expert-labelled states before the learner's collision are kept:
+        # With a learner, samples labelled by the expert's plan (their window holds learner or
+        # perturbed steps) are kept at the episode's end and before the learner's collision:
         # they are what DAgger is for (the expert's plan there is a valid label; the executed
         # future, which ran into the collision, is not).
-        if len(scenes) - 1 - i < min_future and not (learner is not None and expert_labelled):
+        keep = learner is not None and any(perturbed[i : i + PLAN_STEPS])
+        if len(scenes) - 1 - i < min_future and not keep:
             skipped["short_future"] += 1
             continue
-        if i >= collision_cut and not (learner is not None and expert_labelled):
+        if i >= collision_cut and not keep:
             skipped["before_collision"] += 1
             continue
         if out.decision is None:

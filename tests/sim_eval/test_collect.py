@@ -191,7 +191,7 @@ class DriftingLearner(fake_sim.ConstantSpeedPlanner):
         return PlannerOutput(trajectory=traj)
 
 
-def test_learner_drives_and_the_expert_labels_its_states(tmp_path):
+def test_learner_drives_and_the_expert_labels_its_states(tmp_path, monkeypatch):
     """DAgger collection: the learner's plans are executed for intervals (the ego really
     speeds up and drifts), every sample whose future holds learner steps is labelled with the
     expert's plan from that state, and the learner sees the rig's cameras."""
@@ -204,6 +204,14 @@ def test_learner_drives_and_the_expert_labels_its_states(tmp_path):
         "learner.cooldown_s=0.3",
         "learner.duration_s=[0.5, 1.0]",
     )
+    rendered = []
+    render_frame = C.SensorRig.render_frame
+
+    def counting_render_frame(rig, scene):
+        rendered.append((scene.metadata["family"], round(scene.timestamp / 0.1)))
+        return render_frame(rig, scene)
+
+    monkeypatch.setattr(C.SensorRig, "render_frame", counting_render_frame)
     res = C.collect(
         cfg,
         tmp_path,
@@ -212,6 +220,8 @@ def test_learner_drives_and_the_expert_labels_its_states(tmp_path):
         learner_factory=DriftingLearner,
         specs=fake_sim.fake_suite((1,), duration_s=3.0),
     )
+    # each step's frame is rendered once, for the learner and the samples alike
+    assert len(rendered) == len(set(rendered)), rendered
     assert 0.2 < res.card["learner_step_fraction"] < 0.9
     assert sum(r["learner_steps"] for r in res.records) == len(DriftingLearner.seen)
     assert set(DriftingLearner.seen) == {(1, 2, 16, 32, 3)}  # 1 camera x 2 frames, 16 x 32
