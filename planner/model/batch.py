@@ -14,6 +14,7 @@ the text up to and including <traj> (`context_len` text tokens).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,9 @@ def action_prior(
             norm.route_scales_m
         )
         v0 = max(0.0, float(last[FEATURE_SPEED]) * norm.speed_scale_mps)
+        if cfg.flow.prior_lane_change_s > 0:
+            lane_change_m = max(cfg.flow.prior_lookahead_min_m, cfg.flow.prior_lane_change_s * v0)
+            route_xy = spread_route_jogs(route_xy, lane_change_m)
         curv = route_pursuit_curvature(
             route_xy,
             v0,
@@ -119,6 +123,72 @@ def action_prior(
         accel = 0.0
     decay = np.exp(-np.arange(steps) * cfg.plan_dt_s / cfg.flow.prior_tau_s)
     return (np.stack([accel * decay, curv * decay], axis=1) / scale).astype(np.float32)
+
+
+# A jog: at most JOG_MAX_SEGMENTS consecutive segments (JOG_MAX_LENGTH_M in all) that turn by
+# more than JOG_ENTER_DEG from the segment before them, after which the route runs within
+# JOG_EXIT_DEG of that heading again, displacing it sideways by at least JOG_MIN_OFFSET_M. A
+# bend (a roundabout, a junction turn) never turns back, so it is never taken for a jog.
+JOG_ENTER_DEG = 15.0
+JOG_EXIT_DEG = 10.0
+JOG_MAX_SEGMENTS = 3
+JOG_MAX_LENGTH_M = 12.0
+JOG_MIN_OFFSET_M = 1.0
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def spread_route_jogs(route_xy: np.ndarray, distance_m: float) -> np.ndarray:
+    """(K, 2) route polyline -> the same polyline with every lateral jog (constants above)
+    spread over the `distance_m` of route before it: the points before the jog move sideways
+    by the jog's offset times a smoothstep that rises from 0 at `distance_m` before the jog to
+    1 at its start, and the jog's own points line up with the route after it. A lane-level
+    route that switches lanes steps sideways in a few metres (the lane centrelines joined);
+    a driver changes lanes over seconds, ending where the route says. Bends are unchanged."""
+    r = np.asarray(route_xy, dtype=np.float64).reshape(-1, 2).copy()
+    if len(r) < 3 or distance_m <= 0 or not np.isfinite(r).all():
+        return r
+    seg = np.diff(r, axis=0)
+    seg_len = np.linalg.norm(seg, axis=1)
+    heading = np.arctan2(seg[:, 1], seg[:, 0])
+    s_nodes = np.concatenate([[0.0], np.cumsum(seg_len)])
+
+    def turn(a: float, b: float) -> float:
+        return abs(math.degrees(math.remainder(b - a, 2 * math.pi)))
+
+    k = 1
+    while k < len(seg):
+        ref = heading[k - 1]
+        if seg_len[k - 1] < 1e-6 or turn(ref, heading[k]) <= JOG_ENTER_DEG:
+            k += 1
+            continue
+        end = k  # the jog is segments k .. end - 1; segment `end` runs along ref again
+        while (
+            end < len(seg) and end - k < JOG_MAX_SEGMENTS and turn(ref, heading[end]) > JOG_EXIT_DEG
+        ):
+            end += 1
+        if (
+            end >= len(seg)
+            or turn(ref, heading[end]) > JOG_EXIT_DEG
+            or s_nodes[end] - s_nodes[k] > JOG_MAX_LENGTH_M
+        ):
+            k += 1
+            continue
+        normal = np.array([-math.sin(ref), math.cos(ref)])
+        partial = np.concatenate([[0.0], np.cumsum(seg[k:end] @ normal)])  # at nodes k..end
+        offset = partial[-1]
+        if abs(offset) < JOG_MIN_OFFSET_M:
+            k = end + 1
+            continue
+        # the jog's inner nodes line up with node `end` (sideways), the nodes before it ramp
+        r[k + 1 : end + 1] += np.outer(offset - partial[1:], normal)
+        w = _smoothstep((s_nodes[: k + 1] - (s_nodes[k] - distance_m)) / distance_m)
+        r[: k + 1] += np.outer(w * offset, normal)
+        k = end + 1
+    return r
 
 
 def route_pursuit_curvature(

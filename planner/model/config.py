@@ -101,10 +101,16 @@ class FlowConfig:
     # route at the current speed (look-ahead max(prior_lookahead_min_m, prior_lookahead_s x
     # speed)): a prior that steers back to the route wherever the ego is, so lateral drift
     # is corrected by construction and the flow learns the departures (lane changes, nudges).
+    # prior_lane_change_s > 0: a lateral jog in the route (where a lane-level route switches
+    # to the neighbouring lane, e.g. the end of an on-ramp's merge lane) is spread over
+    # max(prior_lookahead_min_m, prior_lane_change_s x speed) before it, as a lane change
+    # would be (batch.spread_route_jogs); 0 keeps the jog, which pure pursuit only turns
+    # towards one look-ahead before it (too late for a 3.5-4 m lane change at speed).
     prior: str = "none"
     prior_tau_s: float = 2.0
     prior_lookahead_s: float = 1.2
     prior_lookahead_min_m: float = 8.0
+    prior_lane_change_s: float = 0.0
 
 
 @dataclass
@@ -284,6 +290,11 @@ class ModelConfig:
             )
         if self.flow.prior_lookahead_s <= 0 or self.flow.prior_lookahead_min_m <= 0:
             raise ConfigError("flow.prior_lookahead_s and prior_lookahead_min_m must be > 0")
+        if not 0.0 <= self.flow.prior_lane_change_s <= 10.0:
+            raise ConfigError(
+                f"flow.prior_lane_change_s={self.flow.prior_lane_change_s}: use 0 (off) or a "
+                "lane-change duration in seconds up to 10 (3 is typical)"
+            )
         if self.flow.prior_tau_s <= 0:
             raise ConfigError(f"flow.prior_tau_s={self.flow.prior_tau_s}: use a time > 0 s")
         ex = self.expert

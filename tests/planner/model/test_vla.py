@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from planner.config import ConfigError
 from planner.model import batch as B
 from planner.model.lm import causal_mask
 from planner.planners.vla import VLAPlanner
@@ -465,6 +466,44 @@ def test_route_pursuit_prior_steers_back_to_the_route_and_follows_its_curve(part
         controls - B.denormalize_controls(np.zeros((64, 2)), norm) - phys,
         atol=1e-5,
     )
+
+
+def _prior_path(cfg, inp) -> np.ndarray:
+    norm = cfg.normalization
+    scale = np.array([norm.accel_std_mps2, norm.curvature_std_per_m])
+    prompt = B.prompt_arrays(inp, cfg)
+    phys = B.action_prior(prompt[B.EGO_HISTORY], cfg, prompt[B.ROUTE]) * scale
+    return Trajectory.from_controls(phys[:, 0], phys[:, 1], inp.ego_speed).xy
+
+
+def test_route_pursuit_prior_spreads_a_lane_jog_into_a_lane_change() -> None:
+    """A lane-level route that switches to the lane on the left 60 m ahead steps 4 m sideways
+    in one 4 m segment (lane centrelines joined). Plain pursuit turns one look-ahead before
+    the step and is still mostly in the old lane where the route switches (the on-ramp
+    merge's off-road failure); with flow.prior_lane_change_s the prior changes lanes before
+    the step, within comfort, and settles on the new lane. Bends are left alone."""
+    route = np.stack([4.0 * np.arange(1, 21), np.where(np.arange(1, 21) > 15, 4.0, 0.0)], axis=1)
+    plain = tiny_config("flow.prior=route_pursuit")
+    spread = tiny_config("flow.prior=route_pursuit", "flow.prior_lane_change_s=3.0")
+    inp = planner_input(plain, speed_mps=15.0)
+    inp.route_xy = route
+    at_jog = lambda xy: float(np.interp(60.0, xy[:, 0], xy[:, 1]))  # noqa: E731
+    late, early = _prior_path(plain, inp), _prior_path(spread, inp)
+    assert at_jog(late) < 2.0  # the centre still on the old lane side of the line
+    assert at_jog(early) > 3.0
+    assert abs(early[-1, 1] - 4.0) < 0.3
+    lateral_accel = np.abs(np.diff(early, n=2, axis=0)[:, 1]) / 0.1**2
+    assert lateral_accel.max() < 3.0
+    # the route after the jog, bends and straight routes are unchanged
+    moved = B.spread_route_jogs(route, 45.0)
+    np.testing.assert_array_equal(moved[15:], route[15:])
+    assert np.all(moved[:3, 1] == 0.0) and moved[14, 1] == pytest.approx(4.0)
+    for radius in (12.0, 50.0):
+        bend = np.arange(1, 21) * 4.0 / radius
+        arc = np.stack([radius * np.sin(bend), radius * (1 - np.cos(bend))], axis=1)
+        np.testing.assert_array_equal(B.spread_route_jogs(arc, 45.0), arc)
+    with pytest.raises(ConfigError, match="prior_lane_change_s"):
+        tiny_config("flow.prior=route_pursuit", "flow.prior_lane_change_s=-1")
 
 
 def test_control_normalisation_and_trajectory_bins_round_trip() -> None:
