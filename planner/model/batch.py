@@ -125,15 +125,19 @@ def action_prior(
     return (np.stack([accel * decay, curv * decay], axis=1) / scale).astype(np.float32)
 
 
-# A jog: at most JOG_MAX_SEGMENTS consecutive segments (JOG_MAX_LENGTH_M in all) that turn by
-# more than JOG_ENTER_DEG from the segment before them, after which the route runs within
-# JOG_EXIT_DEG of that heading again, displacing it sideways by at least JOG_MIN_OFFSET_M. A
-# bend (a roundabout, a junction turn) never turns back, so it is never taken for a jog.
+# A jog: one or two consecutive segments (JOG_MAX_LENGTH_M in all) that turn by more than
+# JOG_ENTER_DEG from the segment before them, after which the next two segments run within
+# JOG_EXIT_DEG of that heading again, displacing the route sideways by JOG_MIN_OFFSET_M to
+# JOG_MAX_OFFSET_M (one lane), steeply (sideways / along >= JOG_MIN_SLOPE, i.e. at 24 degrees
+# or more on average: joined lane centrelines give 30-50). Bends never turn back; the S
+# through or out of a roundabout turns back, but gently or further sideways (8-10 m).
 JOG_ENTER_DEG = 15.0
 JOG_EXIT_DEG = 10.0
-JOG_MAX_SEGMENTS = 3
-JOG_MAX_LENGTH_M = 12.0
+JOG_MAX_SEGMENTS = 2
+JOG_MAX_LENGTH_M = 9.0
 JOG_MIN_OFFSET_M = 1.0
+JOG_MAX_OFFSET_M = 5.0
+JOG_MIN_SLOPE = 0.4
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -173,6 +177,7 @@ def spread_route_jogs(route_xy: np.ndarray, distance_m: float) -> np.ndarray:
         if (
             end >= len(seg)
             or turn(ref, heading[end]) > JOG_EXIT_DEG
+            or (end + 1 < len(seg) and turn(ref, heading[end + 1]) > JOG_EXIT_DEG)
             or s_nodes[end] - s_nodes[k] > JOG_MAX_LENGTH_M
         ):
             k += 1
@@ -180,7 +185,11 @@ def spread_route_jogs(route_xy: np.ndarray, distance_m: float) -> np.ndarray:
         normal = np.array([-math.sin(ref), math.cos(ref)])
         partial = np.concatenate([[0.0], np.cumsum(seg[k:end] @ normal)])  # at nodes k..end
         offset = partial[-1]
-        if abs(offset) < JOG_MIN_OFFSET_M:
+        jog_length = s_nodes[end] - s_nodes[k]
+        if not (
+            JOG_MIN_OFFSET_M <= abs(offset) <= JOG_MAX_OFFSET_M
+            and abs(offset) >= JOG_MIN_SLOPE * jog_length
+        ):
             k = end + 1
             continue
         # the jog's inner nodes line up with node `end` (sideways), the nodes before it ramp

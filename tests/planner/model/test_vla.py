@@ -502,6 +502,20 @@ def test_route_pursuit_prior_spreads_a_lane_jog_into_a_lane_change() -> None:
         bend = np.arange(1, 21) * 4.0 / radius
         arc = np.stack([radius * np.sin(bend), radius * (1 - np.cos(bend))], axis=1)
         np.testing.assert_array_equal(B.spread_route_jogs(arc, 45.0), arc)
+    # straight through a roundabout (a real route of the roundabout family): it swings 10 m
+    # sideways and back over 40 m, a curve to drive, not a lane change
+    through = np.array(
+        [[4.3, 0.0], [8.3, 0.0], [12.3, -0.1], [16.3, -0.8], [19.9, -2.4], [23.1, -4.8],
+         [26.0, -7.6], [29.4, -9.6], [33.3, -10.4], [37.3, -9.9], [40.8, -8.1], [43.8, -5.4],
+         [46.9, -2.9], [50.4, -1.1], [54.3, -0.2], [58.3, 0.0], [62.3, 0.0], [66.3, 0.0]]
+    )  # fmt: skip
+    np.testing.assert_array_equal(B.spread_route_jogs(through, 45.0), through)
+    out_of = np.array(
+        [[3.6, 0.0], [7.6, 0.0], [11.5, -0.7], [15.2, -2.2], [18.5, -4.5], [21.3, -7.3],
+         [24.7, -9.4], [28.6, -10.3], [32.5, -10.0], [36.2, -8.3], [39.2, -5.7], [42.2, -3.1],
+         [45.7, -1.2], [49.6, -0.2], [53.5, 0.1], [57.5, 0.1]]
+    )  # fmt: skip
+    np.testing.assert_array_equal(B.spread_route_jogs(out_of, 45.0), out_of)
     with pytest.raises(ConfigError, match="prior_lane_change_s"):
         tiny_config("flow.prior=route_pursuit", "flow.prior_lane_change_s=-1")
 
