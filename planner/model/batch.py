@@ -174,18 +174,18 @@ def spread_route_jogs(route_xy: np.ndarray, distance_m: float) -> np.ndarray:
             end < len(seg) and end - k < JOG_MAX_SEGMENTS and turn(ref, heading[end]) > JOG_EXIT_DEG
         ):
             end += 1
+        jog_length = s_nodes[end] - s_nodes[k]
         if (
             end >= len(seg)
             or turn(ref, heading[end]) > JOG_EXIT_DEG
             or (end + 1 < len(seg) and turn(ref, heading[end + 1]) > JOG_EXIT_DEG)
-            or s_nodes[end] - s_nodes[k] > JOG_MAX_LENGTH_M
+            or jog_length > JOG_MAX_LENGTH_M
         ):
             k += 1
             continue
         normal = np.array([-math.sin(ref), math.cos(ref)])
         partial = np.concatenate([[0.0], np.cumsum(seg[k:end] @ normal)])  # at nodes k..end
         offset = partial[-1]
-        jog_length = s_nodes[end] - s_nodes[k]
         if not (
             JOG_MIN_OFFSET_M <= abs(offset) <= JOG_MAX_OFFSET_M
             and abs(offset) >= JOG_MIN_SLOPE * jog_length
