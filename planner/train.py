@@ -375,7 +375,10 @@ def decision_accuracy(pairs: list[tuple[dict[str, str], Any]]) -> dict[str, floa
     pairs: (label decision dict, parsed planner.types.Decision or None). For each decision
     type of the label (its longitudinal decision; its lateral decision with side) the
     fraction of samples whose parsed value matches; the macro average is the mean over the
-    types present. `decision_acc_macro` needs longitudinal, lateral and side all right."""
+    types present. `decision_acc_macro` needs longitudinal, lateral and side all right.
+    Per type too: `decision_acc_<longitudinal label>` (the joint decision right, by the
+    label's longitudinal decision) and `lateral_acc_<lateral label>_<side>`, so a change in
+    the macro figure can be traced to the decision types that moved."""
     per: dict[str, dict[str, list[bool]]] = {
         "longitudinal": defaultdict(list),
         "lateral": defaultdict(list),
@@ -393,6 +396,10 @@ def decision_accuracy(pairs: list[tuple[dict[str, str], Any]]) -> dict[str, floa
     for kind, groups in per.items():
         accs = [float(np.mean(v)) for v in groups.values() if v]
         out[f"{kind}_acc_macro"] = float(np.mean(accs)) if accs else math.nan
+    for lon, v in sorted(per["decision"].items()):
+        out[f"decision_acc_{lon}"] = float(np.mean(v))
+    for lat, v in sorted(per["lateral"].items()):
+        out[f"lateral_acc_{lat.replace('/', '_')}"] = float(np.mean(v))
     out["decision_types"] = float(len(per["longitudinal"]))
     out["parsed_fraction"] = (
         float(np.mean([p is not None for _, p in pairs])) if pairs else math.nan

@@ -274,3 +274,8 @@ def test_decision_accuracy_is_macro_averaged_over_label_types():
     assert acc["longitudinal_acc_macro"] == pytest.approx((0.9 + 0.0 + 1.0) / 3)
     assert acc["decision_acc_macro"] == pytest.approx((0.9 + 0.0 + 1.0) / 3)
     assert acc["parsed_fraction"] == pytest.approx(11 / 12)
+    # per type: the joint decision by the label's longitudinal type, lateral by type and side
+    assert acc["decision_acc_set_speed_tracking"] == pytest.approx(0.9)
+    assert acc[f"decision_acc_{stop['longitudinal']}"] == 0.0
+    assert acc["decision_acc_yield"] == 1.0
+    assert acc["lateral_acc_in_lane_nudge_left"] == 1.0
