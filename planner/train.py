@@ -394,12 +394,10 @@ def decision_accuracy(pairs: list[tuple[dict[str, str], Any]]) -> dict[str, floa
         per["decision"][lon].append(ok_lon and ok_lat)
     out: dict[str, float] = {}
     for kind, groups in per.items():
-        accs = [float(np.mean(v)) for v in groups.values() if v]
-        out[f"{kind}_acc_macro"] = float(np.mean(accs)) if accs else math.nan
-    for lon, v in sorted(per["decision"].items()):
-        out[f"decision_acc_{lon}"] = float(np.mean(v))
-    for lat, v in sorted(per["lateral"].items()):
-        out[f"lateral_acc_{lat.replace('/', '_')}"] = float(np.mean(v))
+        accs = {name: float(np.mean(v)) for name, v in sorted(groups.items()) if v}
+        out[f"{kind}_acc_macro"] = float(np.mean(list(accs.values()))) if accs else math.nan
+        if kind != "longitudinal":  # per type: the joint decision and the lateral one
+            out.update({f"{kind}_acc_{n.replace('/', '_')}": a for n, a in accs.items()})
     out["decision_types"] = float(len(per["longitudinal"]))
     out["parsed_fraction"] = (
         float(np.mean([p is not None for _, p in pairs])) if pairs else math.nan
