@@ -10,7 +10,8 @@ samples train in the `fast` layout `<traj> ...`, so `fast` mode works with the s
 
 Determinism and exact resume: every random draw is a pure function of (seed, epoch, index)
 or (seed, rank, step), never of a stream that would have to be replayed:
-    sample order      DistributedSampler(seed) with set_epoch(epoch)
+    sample order      DistributedSampler(seed) with set_epoch(epoch); with
+                      balance_decisions > 0 a weighted draw seeded by (seed, epoch)
     reasoning dropout numpy Generator seeded by (seed, epoch, dataset index)
     flow time, noise  torch.Generator seeded by (seed, rank, global step)
 so resuming from a state saved after step N reproduces the loss curve of an uninterrupted run.
@@ -38,6 +39,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,13 @@ class TrainConfig:
     tokenizer_template_sentences: int = 2000
     loss: LossConfig = field(default_factory=LossConfig)
     reasoning_dropout: float = 0.25  # fraction of labelled samples trained without reasoning
+    # Decision-balanced sampling: a train sample is drawn with weight n^-balance_decisions,
+    # n = the train split's count of its label's longitudinal decision (samples without a
+    # valid label form one more group). 0: uniform, every sample once per epoch; 1: every
+    # decision type equally often (drawn with replacement). Rare decisions (gap_searching is
+    # ~1% of the expert set) otherwise get few gradient steps, and a fine-tune on DAgger
+    # collections that hold fewer of them unlearns them.
+    balance_decisions: float = 0.0
     batch_size: int = 16  # per process
     epochs: int = 2
     max_steps: int = 0  # > 0: stop after this many optimizer steps (the schedule spans them)
@@ -125,6 +134,11 @@ class TrainConfig:
             raise ConfigError("batch_size must be >= 1")
         if not 0.0 <= self.reasoning_dropout <= 1.0:
             raise ConfigError("reasoning_dropout must be in [0, 1]")
+        if not 0.0 <= self.balance_decisions <= 1.0:
+            raise ConfigError(
+                f"balance_decisions={self.balance_decisions}: use a value in [0, 1] (0: "
+                "uniform sampling, 1: every decision type equally often)"
+            )
         if self.epochs < 1 and self.max_steps < 1:
             raise ConfigError("set epochs >= 1 or max_steps >= 1")
         if self.learning_rate <= 0 or not 0 <= self.min_lr_ratio <= 1:
@@ -159,19 +173,66 @@ def load_model_config(cfg: TrainConfig) -> ModelConfig:
 
 
 # ---- data ---------------------------------------------------------------------------------------
-def read_label_texts(ds: D.CocDataset) -> list[str]:
-    """Valid CoC label texts of a dataset split, reading only each sample's info.json."""
-    texts = []
+def _labels(ds: D.CocDataset):
+    """Each sample's label dict, in dataset index order, reading only its info.json."""
     for scan in ds._scans:
         with open(scan.path, "rb") as fh:
             for entry in scan.samples:
                 offset, size = entry.members[shards.INFO]
                 fh.seek(offset)
                 info = json.loads(fh.read(size).decode("utf-8"))
-                label = info.get("label") or {}
-                if label.get("valid", False) and label.get("text"):
-                    texts.append(label["text"])
-    return texts
+                yield info.get("label") or {}
+
+
+def read_label_texts(ds: D.CocDataset) -> list[str]:
+    """Valid CoC label texts of a dataset split, reading only each sample's info.json."""
+    return [lab["text"] for lab in _labels(ds) if lab.get("valid", False) and lab.get("text")]
+
+
+NO_LABEL_GROUP = "<no valid label>"
+
+
+def decision_groups(ds: D.CocDataset) -> list[str]:
+    """Per sample (dataset index order): its label's longitudinal decision, or NO_LABEL_GROUP."""
+    return [
+        ((lab.get("decision") or {}).get("longitudinal") or NO_LABEL_GROUP)
+        if lab.get("valid", False)
+        else NO_LABEL_GROUP
+        for lab in _labels(ds)
+    ]
+
+
+def balanced_weights(groups: Sequence[str], power: float) -> np.ndarray:
+    """Sampling probability per sample, proportional to count(its group)^-power."""
+    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    w = counts.astype(np.float64)[inverse] ** -power
+    return w / w.sum()
+
+
+class BalancedDistributedSampler(Sampler):
+    """Weighted sampling with replacement, the DistributedSampler interface (`set_epoch`,
+    per-rank shards of one shared draw) so EpochSampler and exact resume work unchanged.
+
+    Each epoch draws len(dataset) // world * world indices from `weights` with a generator
+    seeded by (seed, epoch), identical on every rank; rank r takes every world-th one."""
+
+    def __init__(self, weights: np.ndarray, num_replicas: int, rank: int, seed: int):
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        self.num_samples = len(weights) // num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        total = self.num_samples * self.num_replicas
+        draw = torch.multinomial(self.weights, total, replacement=True, generator=g)
+        return iter(draw[self.rank : total : self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class SftDataset(Dataset):
@@ -209,7 +270,7 @@ class SftDataset(Dataset):
 class EpochSampler(Sampler):
     """DistributedSampler order for one epoch, from batch `start_batch` on, as (epoch, index)."""
 
-    def __init__(self, inner: DistributedSampler, epoch: int, start_batch: int, batch_size: int):
+    def __init__(self, inner: Sampler, epoch: int, start_batch: int, batch_size: int):
         self.inner, self.epoch = inner, epoch
         inner.set_epoch(epoch)
         self.indices = list(iter(inner))[start_batch * batch_size :]
@@ -705,9 +766,28 @@ def train_sft(
         ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     sft = SftDataset(train_ds, tokenizer, mcfg, cfg.reasoning_dropout, cfg.seed)
-    dist_sampler = DistributedSampler(
-        sft, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True
-    )
+    dist_sampler: Sampler
+    if cfg.balance_decisions > 0:
+        groups = decision_groups(train_ds)
+        weights = balanced_weights(groups, cfg.balance_decisions)
+        dist_sampler = BalancedDistributedSampler(weights, d.world, d.rank, cfg.seed)
+        if d.main:
+            share = defaultdict(lambda: [0, 0.0])
+            for g, w in zip(groups, weights, strict=True):
+                share[g][0] += 1
+                share[g][1] += w
+            log.info(
+                "balance_decisions=%.2f: sampled share per decision (share in the data): %s",
+                cfg.balance_decisions,
+                ", ".join(
+                    f"{g} {100 * p:.1f}% ({100 * n / len(groups):.1f}%)"
+                    for g, (n, p) in sorted(share.items(), key=lambda kv: -kv[1][0])
+                ),
+            )
+    else:
+        dist_sampler = DistributedSampler(
+            sft, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
     scalars = ScalarLog(out_dir, cfg.tensorboard, position["global_step"], d.main)
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from planner.config import save_config
+from planner.config import ConfigError, save_config
 from planner.data import dataset as D
 from planner.data import shards
 from planner.errors import UserError
@@ -22,7 +22,10 @@ from planner.taxonomy import LateralDecision, LongitudinalDecision, Side
 from planner.train import (
     RESUME_DIR,
     STATE_FILE,
+    BalancedDistributedSampler,
+    balanced_weights,
     decision_accuracy,
+    decision_groups,
     load_model_config,
     load_train_config,
     lr_factor,
@@ -164,10 +167,12 @@ def test_loss_falls_and_final_checkpoint_loads(dataset, model_yaml, tmp_path, ca
     assert "pass model_overrides=[flow.prior=none]" in caplog.text
 
 
-def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, model_yaml, tmp_path):
+@pytest.mark.parametrize("balance", [0.0, 1.0], ids=["uniform", "decision-balanced"])
+def test_resume_reproduces_the_uninterrupted_loss_curve(dataset, model_yaml, tmp_path, balance):
     torch.set_num_threads(1)
     # 12 train samples / batch 4 = 3 steps per epoch: step 4 is mid-epoch 1
     base = ("max_steps=8", "ckpt_every_steps=2", "reasoning_dropout=0.5")
+    base += (f"balance_decisions={balance}",)
     full = train_sft(_cfg(dataset, model_yaml, tmp_path / "a", *base))
     cfg_b = _cfg(dataset, model_yaml, tmp_path / "b", *base)
     part1 = train_sft(cfg_b, stop_after_steps=4)
@@ -279,3 +284,43 @@ def test_decision_accuracy_is_macro_averaged_over_label_types():
     assert acc[f"decision_acc_{stop['longitudinal']}"] == 0.0
     assert acc["decision_acc_yield"] == 1.0
     assert acc["lateral_acc_in_lane_nudge_left"] == 1.0
+
+
+def test_decision_groups_follow_the_dataset_order(dataset):
+    ds = D.CocDataset(dataset, "train")
+    groups = decision_groups(ds)
+    ids = {v: k for k, v in shards.LONGITUDINAL_IDS.items()}
+    assert groups == [ids[int(ds[i][D.LONGITUDINAL])] for i in range(len(ds))]
+
+
+def test_balanced_sampling_evens_out_decision_types():
+    groups = ["lead"] * 900 + ["yield"] * 90 + ["gap"] * 10
+    for power, expected in ((0.0, (0.9, 0.09, 0.01)), (1.0, (1 / 3, 1 / 3, 1 / 3))):
+        w = balanced_weights(groups, power)
+        share = [w[:900].sum(), w[900:990].sum(), w[990:].sum()]
+        np.testing.assert_allclose(share, expected, rtol=1e-9)
+    w = balanced_weights(groups, 1.0)
+    one = BalancedDistributedSampler(w, num_replicas=1, rank=0, seed=3)
+    one.set_epoch(2)
+    drawn = np.array(list(one))
+    assert len(drawn) == len(one) == 1000
+    assert abs((drawn >= 990).mean() - 1 / 3) < 0.06  # the 10 rare samples: a third of draws
+    # the same (seed, epoch) gives the same order; another epoch another one
+    one.set_epoch(2)
+    assert np.array_equal(list(one), drawn)
+    one.set_epoch(3)
+    assert not np.array_equal(list(one), drawn)
+    # two ranks split one shared draw (like DistributedSampler with drop_last)
+    ranks = [BalancedDistributedSampler(w, num_replicas=2, rank=r, seed=3) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(2)
+    a, b = list(ranks[0]), list(ranks[1])
+    assert len(a) == len(b) == 500
+    interleaved = np.empty(1000, dtype=int)
+    interleaved[0::2], interleaved[1::2] = a, b
+    assert np.array_equal(interleaved, drawn)
+
+
+def test_balance_decisions_out_of_range_is_a_config_error(dataset, model_yaml, tmp_path):
+    with pytest.raises(ConfigError, match="balance_decisions=1.5: use a value in"):
+        _cfg(dataset, model_yaml, tmp_path / "run", "balance_decisions=1.5")
