@@ -68,7 +68,7 @@ from planner.types import (
     Scene,
     Trajectory,
 )
-from sim_eval.scenarios import ScenarioSpec, load_suite
+from sim_eval.scenarios import ScenarioSpec, list_suites, load_suite
 from sim_eval.sim.config import SimConfig, load_sim_config
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,10 @@ class CollectConfig:
     suite: str = "train"
     episodes_per_family: int | None = None  # first N seeds of each family (None: all)
     seeds: list[int] | None = None  # run every family of the suite on these seeds instead
+    # Episodes (family, seed) that an evaluation suite (any suite in configs/scenarios/ but
+    # train) also runs are refused: training on them leaks the test set. True collects them
+    # anyway (e.g. a log set only for open-loop evaluation).
+    allow_evaluation_seeds: bool = False
     output_dir: str = "~/.cache/cocdrive/datasets/default"  # default --out
     stride_steps: int = 1  # a sample every stride x 0.1 s
     min_future_s: float = 6.4  # samples need this much known future (the rest is masked)
@@ -187,6 +191,8 @@ def select_episodes(cfg: CollectConfig) -> list[ScenarioSpec]:
     family by family (seed 1 of every family, then seed 2, ...) so that a collection stopped
     early still covers every family evenly."""
     specs = load_suite(cfg.suite, seeds=cfg.seeds)
+    if not cfg.allow_evaluation_seeds:
+        refuse_evaluation_episodes(specs)
     rank: Counter[str] = Counter()
     ranked = []
     for order, s in enumerate(specs):
@@ -194,6 +200,32 @@ def select_episodes(cfg: CollectConfig) -> list[ScenarioSpec]:
             ranked.append((rank[s.family], order, s))
             rank[s.family] += 1
     return [s for _, _, s in sorted(ranked, key=lambda x: (x[0], x[1]))]
+
+
+def refuse_evaluation_episodes(
+    specs: list[ScenarioSpec], suites_dir: Path | None = None, train_suite: str = "train"
+) -> None:
+    """UserError when an episode (family, seed) of `specs` is also one of an evaluation
+    suite's (every suite of `suites_dir` but `train_suite`)."""
+    wanted = {(s.family, s.seed) for s in specs}
+    clash: set[tuple[str, int]] = set()
+    names = []
+    for name in list_suites(suites_dir):
+        if name == train_suite:
+            continue
+        common = wanted & {(s.family, s.seed) for s in load_suite(name, suites_dir=suites_dir)}
+        if common:
+            clash |= common
+            names.append(repr(name))
+    if clash:
+        family, seed = min(clash)
+        raise UserError(
+            f"{len(clash)} of the {len(wanted)} episodes to collect are also episodes of the "
+            f"evaluation suite(s) {', '.join(names)} (e.g. {family} seed {seed}): training on "
+            "them leaks the test set. Pass --seeds with seeds of no evaluation suite (the train "
+            "suite uses 100000 and up; docs/DATASET.md), or set allow_evaluation_seeds=true to "
+            "collect them anyway (e.g. logs only for open-loop evaluation)"
+        )
 
 
 # ---- perturbation and learner intervals -------------------------------------------------------
@@ -653,7 +685,7 @@ def build_manifest(cfg: CollectConfig, specs: list[ScenarioSpec]) -> dict[str, A
     each family. So a dataset can grow (a larger `episodes_per_family` into the same folder
     runs only the new episodes), but never mixes samples made with other settings."""
     data = to_dict(cfg)
-    for key in ("output_dir", "episodes_per_family", "seeds"):
+    for key in ("output_dir", "episodes_per_family", "seeds", "allow_evaluation_seeds"):
         data.pop(key, None)
     if not cfg.learner.enabled:  # expert-only collections keep the digest they had before
         data.pop("learner", None)

@@ -275,3 +275,23 @@ def test_a_dataset_grows_without_redoing_episodes(tmp_path):
     assert 0 < PLAN_CALLS["n"] <= 62 and res.card["episodes"] == 4
     assert (tmp_path / first["shard"]).stat().st_mtime_ns == mtime
     assert len(shards.load_index(tmp_path)["shards"]) == 4
+
+
+def test_collecting_episodes_of_an_evaluation_suite_is_refused():
+    """Training data on a (family, seed) that an evaluation suite scores leaks its test set."""
+    assert C.select_episodes(C.load_collect_config(None, ["episodes_per_family=1"]))
+    with pytest.raises(UserError, match=r"evaluation suite\(s\) 'smoke' .*Pass --seeds"):
+        C.select_episodes(C.load_collect_config(None, ["suite=smoke"]))
+    # the DAgger focus suite runs on regression seeds unless collected on train seeds
+    with pytest.raises(UserError, match="'dagger_focus', 'regression'"):
+        C.select_episodes(C.load_collect_config(None, ["suite=dagger_focus"]))
+    focus = C.load_collect_config(None, ["suite=dagger_focus", "seeds=[100072]"])
+    assert {s.seed for s in C.select_episodes(focus)} == {100072}
+    # on purpose (e.g. logs for open-loop evaluation only); the flag does not change the
+    # manifest, so such a folder's settings stay comparable with a train collection's
+    smoke = C.load_collect_config(None, ["suite=smoke", "allow_evaluation_seeds=true"])
+    specs = C.select_episodes(smoke)
+    assert len(specs) == 8
+    plain = C.load_collect_config(None, ["suite=smoke"])
+    digest = C.build_manifest(plain, specs)["config_digest"]
+    assert C.build_manifest(smoke, specs)["config_digest"] == digest
