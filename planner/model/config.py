@@ -9,6 +9,7 @@ must hold the prompt plus the longest reasoning) and says which key to change.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,6 +192,11 @@ class InferenceConfig:
     # than one draw when the expert's spread is noise around one decision.
     plan: str = "first"
     max_reasoning_tokens: int = 40
+    # > 0: the planner limits how fast the planned acceleration may rise (m/s^3), from the
+    # ego's current acceleration on (planner.planners.vla.limit_rising_jerk); 0 = off. Only
+    # rises are limited (speeding up, releasing a brake): the limited plan is never faster
+    # than the model's, and braking is never delayed.
+    max_jerk_up_mps3: float = 0.0
     seed: int = 0
     backend: str = "torch"
     num_threads: int = 0  # torch threads; 0 = leave as is
@@ -307,6 +313,11 @@ class ModelConfig:
             )
         if not 0 <= inf.noise_scale <= 1:
             raise ConfigError(f"inference.noise_scale={inf.noise_scale}: use a value in [0, 1]")
+        if not (math.isfinite(inf.max_jerk_up_mps3) and inf.max_jerk_up_mps3 >= 0):
+            raise ConfigError(
+                f"inference.max_jerk_up_mps3={inf.max_jerk_up_mps3}: use a value >= 0 (m/s^3; "
+                "0 turns the limit off; nuPlan's comfort bound is 4.13)"
+            )
         if inf.plan not in ("first", "mean"):
             raise ConfigError(f"inference.plan={inf.plan!r}: use first or mean")
         if self.flow.euler_steps < 1 or inf.samples < 1:

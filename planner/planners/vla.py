@@ -24,9 +24,34 @@ from planner.model import batch as B
 from planner.model.config import ModelConfig
 from planner.model.tokenizer import CocTokenizer
 from planner.runner import Backend, Runner, RunOptions, RunResult, make_backend
-from planner.types import PlannerInput, PlannerOutput, Reasoning, Trajectory
+from planner.types import (
+    EGO_ACCEL,
+    PLAN_DT_S,
+    PlannerInput,
+    PlannerOutput,
+    Reasoning,
+    Trajectory,
+)
 
 log = logging.getLogger(__name__)
+
+
+def limit_rising_jerk(
+    accel: np.ndarray, a0: float, max_jerk_mps3: float, dt: float = PLAN_DT_S
+) -> np.ndarray:
+    """accel (..., T) with every rise limited to max_jerk_mps3 * dt per step, starting from
+    the current acceleration a0: a'[0] = min(a[0], a0 + j dt), a'[k] = min(a[k], a'[k-1] + j dt).
+
+    Only rises are limited, so a' <= a everywhere: the plan's speed never exceeds the
+    model's (it only speeds up, or releases a brake, more gently) and braking is never
+    delayed. A one-line recursion; no library offers it on plan arrays."""
+    a = np.array(accel, dtype=np.float64, copy=True)
+    step = float(max_jerk_mps3) * dt
+    prev = np.full(a.shape[:-1], float(a0))
+    for k in range(a.shape[-1]):
+        prev = np.minimum(a[..., k], prev + step)
+        a[..., k] = prev
+    return a
 
 
 class VLAPlanner(Planner):
@@ -47,6 +72,7 @@ class VLAPlanner(Planner):
         decoding: str | None = None,
         top_p: float | None = None,
         noise_scale: float | None = None,
+        max_jerk_up_mps3: float | None = None,
         seed: int | None = None,
         blind_cameras: bool = False,
         guard: Any = None,
@@ -63,6 +89,13 @@ class VLAPlanner(Planner):
             noise_scale=noise_scale,
         )
         self.plan_from = config.inference.plan if plan is None else str(plan)
+        self.max_jerk_up = float(
+            config.inference.max_jerk_up_mps3 if max_jerk_up_mps3 is None else max_jerk_up_mps3
+        )
+        if not (np.isfinite(self.max_jerk_up) and self.max_jerk_up >= 0):
+            raise UserError(
+                f"max_jerk_up_mps3={max_jerk_up_mps3}: use a value >= 0 (m/s^3; 0 turns it off)"
+            )
         if self.plan_from not in ("first", "mean"):
             raise UserError(f"plan={self.plan_from!r}: use first or mean")
         if self.options.mode == "explain":
@@ -129,12 +162,15 @@ class VLAPlanner(Planner):
         self.last_result = result
         assert result.controls is not None  # explain mode is refused in __init__
         v0 = max(0.0, inp.ego_speed)
-        self.last_trajectories = [
-            Trajectory.from_controls(c[:, 0], c[:, 1], v0) for c in result.controls
-        ]
+        controls = result.controls
+        if self.max_jerk_up > 0:
+            controls = controls.copy()
+            a0 = float(inp.ego_history[-1, EGO_ACCEL])
+            controls[..., 0] = limit_rising_jerk(controls[..., 0], a0, self.max_jerk_up)
+        self.last_trajectories = [Trajectory.from_controls(c[:, 0], c[:, 1], v0) for c in controls]
         trajectory = self.last_trajectories[0]
-        if self.plan_from == "mean" and len(result.controls) > 1:
-            c = result.controls.mean(axis=0)
+        if self.plan_from == "mean" and len(controls) > 1:
+            c = controls.mean(axis=0)
             trajectory = Trajectory.from_controls(c[:, 0], c[:, 1], v0)
         reasoning = None
         if self.options.mode == "full":

@@ -10,9 +10,9 @@ import torch
 from planner.config import ConfigError
 from planner.model import batch as B
 from planner.model.lm import causal_mask
-from planner.planners.vla import VLAPlanner
+from planner.planners.vla import VLAPlanner, limit_rising_jerk
 from planner.runner import Runner, RunOptions, TorchBackend
-from planner.types import InvalidInputError, Trajectory
+from planner.types import EGO_ACCEL, InvalidInputError, Trajectory
 from tests.planner.model.tiny import planner_input, tiny_config, tiny_model, tiny_tokenizer
 
 
@@ -257,6 +257,42 @@ def test_mean_plan_is_the_mean_of_the_k_samples(parts) -> None:
         VLAPlanner(TorchBackend(model), cfg, tok, plan="median")
     with pytest.raises(Exception, match="first or mean"):
         tiny_config("inference.plan=median")
+
+
+def test_limit_rising_jerk_limits_rises_only() -> None:
+    a = np.array([[2.0, 2.0, -4.0, -4.0, 1.0, 1.0], [0.0, 0.5, 0.5, 0.4, 3.0, 3.0]])
+    out = limit_rising_jerk(a, a0=-1.0, max_jerk_mps3=5.0, dt=0.1)  # rises of 0.5 per step
+    np.testing.assert_allclose(out[0], [-0.5, 0.0, -4.0, -4.0, -3.5, -3.0])
+    np.testing.assert_allclose(out[1], [-0.5, 0.0, 0.5, 0.4, 0.9, 1.4])
+    assert (out <= a + 1e-12).all()  # never faster than the model's plan; braking as planned
+    assert np.array_equal(limit_rising_jerk(a, a0=5.0, max_jerk_mps3=5.0, dt=0.1)[:, :1], a[:, :1])
+
+
+def test_planner_max_jerk_up_limits_the_plan(parts) -> None:
+    """inference.max_jerk_up_mps3 (or the planner option): the plan's acceleration rises by at
+    most max_jerk * dt per step from the ego's current acceleration, never exceeds the
+    model's; 0 keeps the model's plan; a negative limit is refused."""
+    cfg, tok, model = parts
+    inp = planner_input(cfg)
+    plain = VLAPlanner(TorchBackend(model), cfg, tok, mode="fast", noise_scale=0.0)
+    limited = VLAPlanner(
+        TorchBackend(model), cfg, tok, mode="fast", noise_scale=0.0, max_jerk_up_mps3=0.05
+    )
+    a = plain.plan(inp).trajectory.accel
+    b = limited.plan(inp).trajectory.accel
+    assert np.allclose(limited.last_result.controls, plain.last_result.controls)
+    a0 = float(inp.ego_history[-1, EGO_ACCEL])
+    assert b[0] <= a0 + 0.05 * 0.1 + 1e-9
+    assert (np.diff(b) <= 0.05 * 0.1 + 1e-9).all()
+    assert (b <= a + 1e-9).all() and not np.allclose(a, b)
+    off = VLAPlanner(
+        TorchBackend(model), cfg, tok, mode="fast", noise_scale=0.0, max_jerk_up_mps3=0
+    )
+    assert np.array_equal(off.plan(inp).trajectory.accel, a)
+    with pytest.raises(Exception, match="max_jerk_up_mps3"):
+        VLAPlanner(TorchBackend(model), cfg, tok, max_jerk_up_mps3=-1.0)
+    with pytest.raises(Exception, match="max_jerk_up_mps3"):
+        tiny_config("inference.max_jerk_up_mps3=-2")
 
 
 def test_planner_input_errors(parts) -> None:
