@@ -67,7 +67,7 @@ from planner.model.config import LossConfig, ModelConfig
 from planner.model.tokenizer import CocTokenizer, template_corpus, train_tokenizer
 from planner.model.vla import VLAModel, parameter_count
 from planner.paths import resolve_config_file
-from planner.types import Trajectory
+from planner.types import EGO_ACCEL, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -490,6 +490,10 @@ def validate(
     # scored on that plan (`<mode>_mean<k>` keys); the plain keys are always one flow draw.
     k_samples = mcfg.inference.samples if mcfg.inference.plan == "mean" else 1
     plan_mean = k_samples > 1
+    # A model configured with a jerk limit (inference.max_jerk_up_mps3) is also scored on the
+    # limited deterministic plan, the one the planner drives (`<mode>_noise0_jerk` keys);
+    # the other keys stay the model's own plans.
+    jerk = mcfg.inference.max_jerk_up_mps3
     for i in picks:
         rec = val.record(int(i))
         item = D.to_tensors(rec)
@@ -529,6 +533,12 @@ def validate(
                 np.random.default_rng(int(i)),
             )
             score(f"{mode}_noise0", det.controls[0])
+            if jerk > 0:
+                from planner.planners.vla import limit_rising_jerk
+
+                c = det.controls[0].copy()
+                c[:, 0] = limit_rising_jerk(c[:, 0], float(inp.ego_history[-1, EGO_ACCEL]), jerk)
+                score(f"{mode}_noise0_jerk", c)
             if plan_mean:
                 score(f"{mode}_mean{k_samples}", result.controls.mean(axis=0))
             label = rec.label or {}
@@ -547,6 +557,8 @@ def validate(
         "fast",
         "full_noise0",
         "fast_noise0",
+        "full_noise0_jerk",
+        "fast_noise0_jerk",
         f"full_mean{k_samples}",
         f"fast_mean{k_samples}",
     ):

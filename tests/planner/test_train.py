@@ -140,6 +140,15 @@ def test_loss_falls_and_final_checkpoint_loads(dataset, model_yaml, tmp_path, ca
     assert np.isfinite(val["ade_3s_full_mean3"]) and np.isfinite(val["ade_3s_fast_mean3"])
     assert val["ade_3s_full_mean3"] != val["ade_3s_full"]
     assert "ade_3s_full_mean3_vs_const_velocity" in val
+    # a model set to drive with a jerk limit is also scored on the limited plan; the plain
+    # keys stay the model's own plans
+    assert "ade_3s_full_noise0_jerk" not in result.val
+    limited = load_checkpoint(result.final_checkpoint, ["inference.max_jerk_up_mps3=0.01"])
+    val = validate(limited.model, limited.tokenizer, CocDataset(dataset, "val"), cfg)
+    assert val["ade_3s_full_noise0"] == pytest.approx(result.val["ade_3s_full_noise0"], abs=1e-6)
+    assert np.isfinite(val["ade_3s_fast_noise0_jerk"])
+    assert val["ade_3s_full_noise0_jerk"] != pytest.approx(val["ade_3s_full_noise0"], abs=1e-4)
+    assert "ade_3s_full_noise0_jerk_vs_const_velocity" in val
     # init_from: a fresh run starts from the trained weights and tokenizer (its first loss is
     # far below a scratch run's); an architecture that does not fit is refused clearly
     tuned = train_sft(
