@@ -67,7 +67,7 @@ from planner.model.config import LossConfig, ModelConfig
 from planner.model.tokenizer import CocTokenizer, template_corpus, train_tokenizer
 from planner.model.vla import VLAModel, parameter_count
 from planner.paths import resolve_config_file
-from planner.types import EGO_ACCEL, Trajectory
+from planner.types import Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -534,11 +534,9 @@ def validate(
             )
             score(f"{mode}_noise0", det.controls[0])
             if jerk > 0:
-                from planner.planners.vla import limit_rising_jerk
+                from planner.planners.vla import jerk_limited_controls
 
-                c = det.controls[0].copy()
-                c[:, 0] = limit_rising_jerk(c[:, 0], float(inp.ego_history[-1, EGO_ACCEL]), jerk)
-                score(f"{mode}_noise0_jerk", c)
+                score(f"{mode}_noise0_jerk", jerk_limited_controls(det.controls[0], inp, jerk))
             if plan_mean:
                 score(f"{mode}_mean{k_samples}", result.controls.mean(axis=0))
             label = rec.label or {}

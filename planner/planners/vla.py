@@ -54,6 +54,15 @@ def limit_rising_jerk(
     return a
 
 
+def jerk_limited_controls(controls: np.ndarray, inp: PlannerInput, max_jerk_mps3: float):
+    """A copy of controls (..., T, 2) whose acceleration column went through
+    `limit_rising_jerk` from the ego's current acceleration (the history's last row)."""
+    out = np.array(controls, copy=True)
+    a0 = float(inp.ego_history[-1, EGO_ACCEL])
+    out[..., 0] = limit_rising_jerk(out[..., 0], a0, max_jerk_mps3)
+    return out
+
+
 class VLAPlanner(Planner):
     name: ClassVar[str] = "vla"
     privileged: ClassVar[bool] = False
@@ -164,9 +173,7 @@ class VLAPlanner(Planner):
         v0 = max(0.0, inp.ego_speed)
         controls = result.controls
         if self.max_jerk_up > 0:
-            controls = controls.copy()
-            a0 = float(inp.ego_history[-1, EGO_ACCEL])
-            controls[..., 0] = limit_rising_jerk(controls[..., 0], a0, self.max_jerk_up)
+            controls = jerk_limited_controls(controls, inp, self.max_jerk_up)
         self.last_trajectories = [Trajectory.from_controls(c[:, 0], c[:, 1], v0) for c in controls]
         trajectory = self.last_trajectories[0]
         if self.plan_from == "mean" and len(controls) > 1:
