@@ -56,12 +56,10 @@ def resolve_suite(name: str, seeds: list[int] | None):
 
 
 def _check_planner_name(spec: str) -> None:
-    """Fail before any worker starts when the planner name is wrong (lists valid names)."""
-    from planner.planners import BUILTIN_PLANNERS, make_planner
+    """Fail before any worker starts when the planner is wrong (planner.planners)."""
+    from planner.planners import check_planner_spec
 
-    if spec in BUILTIN_PLANNERS or Path(spec).exists():
-        return  # a checkpoint is loaded (and checked) in the workers
-    make_planner(spec)  # raises UserError naming the valid planners
+    check_planner_spec(spec)
 
 
 def _print_headline(summary: dict, report_path: Path | None) -> None:

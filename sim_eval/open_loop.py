@@ -671,12 +671,10 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
 
 
 def check_planner(spec: str) -> None:
-    """Fail before any window is read when the planner name is wrong."""
-    from planner.planners import BUILTIN_PLANNERS, make_planner
+    """Fail before any window is read when the planner is wrong (planner.planners)."""
+    from planner.planners import check_planner_spec
 
-    if spec in BUILTIN_PLANNERS or Path(spec).exists():
-        return
-    make_planner(spec)  # raises a UserError naming the valid planners
+    check_planner_spec(spec)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from planner.config import load_yaml
 from planner.errors import UserError
 from planner.paths import config_path
 
@@ -216,7 +217,7 @@ def _check_params(family: str, params: dict[str, Any], where: str) -> None:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

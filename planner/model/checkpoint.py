@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from planner.config import ConfigError, from_dict, to_dict
+from planner.config import ConfigError, from_dict, load_yaml, to_dict
 from planner.errors import UserError
 from planner.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from planner.model.config import ModelConfig, NormalizationConfig
@@ -161,7 +161,7 @@ def _read_config(root: Path, overrides: list[str] | tuple[str, ...]) -> ModelCon
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(root)!r} has no {CONFIG_FILE}: re-save it")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
         if overrides:
             from planner.config import apply_overrides
 

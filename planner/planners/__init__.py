@@ -43,6 +43,15 @@ def make_planner(spec: str, **options: Any) -> Planner:
     )
 
 
+def check_planner_spec(spec: str) -> None:
+    """Fail up front, before any worker starts or any log is read: a wrong planner name
+    raises a UserError listing the valid ones; a checkpoint path is loaded once here, so a
+    corrupt or mismatched checkpoint is one clear error instead of one per episode."""
+    if spec in BUILTIN_PLANNERS:
+        return
+    make_planner(spec)
+
+
 def _checkpoint_loader():
     try:
         from planner.model.checkpoint import load_planner  # arrives with the VLA model

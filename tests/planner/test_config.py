@@ -68,6 +68,13 @@ def test_top_level_typo_names_the_closest_key(tmp_path):
     assert "did you mean 'horizon_s'" in str(err.value)
 
 
+def test_a_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("horizon_s: 3.0\noptim:\n  lr: 0.1\nhorizon_s: 4.0\n")
+    with pytest.raises(ConfigError, match=r"'horizon_s' is given twice \(lines 1 and 4\)"):
+        load_config(ToyConfig, path)
+
+
 def test_nested_typo_names_the_closest_key(tmp_path):
     path = _write(tmp_path, {"optim": {"warmup_step": 5}})
     with pytest.raises(ConfigError) as err:

@@ -105,3 +105,22 @@ def test_normalisation_mismatch_is_reported(saved, tmp_path) -> None:
     (bad / CONFIG_FILE).write_text(yaml.safe_dump(cfg))
     with pytest.raises(CheckpointError, match="normalisation stats"):
         load_checkpoint(bad)
+
+
+def test_a_key_given_twice_in_the_config_is_refused(saved, tmp_path) -> None:
+    """An edit that appends `key: value` beside an existing key (PyYAML keeps the last one
+    silently) is refused with both line numbers; `sim run` says so before any worker starts."""
+    bad = _copy(saved[0], tmp_path / "bad")
+    text = (bad / CONFIG_FILE).read_text()
+    assert "  noise_scale: " in text
+    (bad / CONFIG_FILE).write_text(
+        text.replace("  noise_scale: ", "  noise_scale: 0.0\n  noise_scale: ", 1)
+    )
+    with pytest.raises(
+        CheckpointError, match=r"'noise_scale' is given twice \(lines \d+ and \d+\)"
+    ):
+        load_checkpoint(bad)
+    from planner.planners import check_planner_spec
+
+    with pytest.raises(CheckpointError, match="given twice"):
+        check_planner_spec(str(bad))
