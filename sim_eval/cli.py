@@ -55,13 +55,6 @@ def resolve_suite(name: str, seeds: list[int] | None):
     return load_suite(name, seeds=seeds)
 
 
-def _check_planner_name(spec: str) -> None:
-    """Fail before any worker starts when the planner is wrong (planner.planners)."""
-    from planner.planners import check_planner_spec
-
-    check_planner_spec(spec)
-
-
 def _print_headline(summary: dict, report_path: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -95,10 +88,11 @@ def run_command(
     overrides: list[str],
 ):
     """Shared by `sim run` and `demo`: build the config, run, print the headline."""
+    from planner.planners import check_planner_spec
     from sim_eval.runner import load_run_config, run_suite
     from sim_eval.scenarios import parse_seeds
 
-    _check_planner_name(planner)  # first: a typo should not wait for configs and suites
+    check_planner_spec(planner)  # first: a typo should not wait for configs and suites
     extra = [f"planner={planner}", f"suite={suite}"]
     seed_list = parse_seeds(seeds) if seeds else None
     if actuation_delay_s is not None:
@@ -120,7 +114,7 @@ def run_command(
     if workers < 1:
         raise UserError(f"--workers {workers}: must be at least 1")
     if cfg.planner != planner:
-        _check_planner_name(cfg.planner)
+        check_planner_spec(cfg.planner)
     scenarios = resolve_suite(cfg.suite, cfg.seeds)
     bar, update = _progress_runner(f"{cfg.planner} on {cfg.suite}")
     try:

@@ -25,16 +25,16 @@ def open_loop_command(
     from rich.console import Console
     from rich.table import Table
 
+    from planner.planners import check_planner_spec
     from sim_eval.cli import _progress_runner
     from sim_eval.open_loop import (
-        check_planner,
         headline,
         load_open_loop_config,
         run_open_loop,
     )
     from sim_eval.open_loop_report import fmt_stat
 
-    check_planner(planner)  # a typo fails before any log is read
+    check_planner_spec(planner)  # a typo or a bad checkpoint fails before any log is read
     extra = [f"data={data}", f"planner={planner}"]
     for name, value in (("k", k), ("stride_s", stride_s), ("workers", workers), ("limit", limit)):
         if value is not None:

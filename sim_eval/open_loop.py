@@ -670,13 +670,6 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
             )
 
 
-def check_planner(spec: str) -> None:
-    """Fail before any window is read when the planner is wrong (planner.planners)."""
-    from planner.planners import check_planner_spec
-
-    check_planner_spec(spec)
-
-
 @dataclass
 class OpenLoopResult:
     out_dir: Path
@@ -693,10 +686,11 @@ def run_open_loop(
 ) -> OpenLoopResult:
     """Evaluate every window of cfg.data (resumable) and write summary and report."""
     from planner.executor import make_executor, run_resumable
+    from planner.planners import check_planner_spec
 
     if not cfg.data:
         raise ConfigError("no data source: pass --data PATH (or data=PATH)")
-    check_planner(cfg.planner)
+    check_planner_spec(cfg.planner)
     out = Path(out)
     manifest = {
         "kind": "open_loop",
